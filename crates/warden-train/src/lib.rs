@@ -1,0 +1,16 @@
+//! warden-train: the governed training loop — model, optimizer, gates, detectors, manifest.
+
+pub mod model;
+pub mod optim;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
+    #[error("tensor computation failed: {0}")]
+    Tensor(#[from] candle_core::Error),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
