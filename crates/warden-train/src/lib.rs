@@ -1,7 +1,9 @@
 //! warden-train: the governed training loop — model, optimizer, gates, detectors, manifest.
 
+pub mod detect;
 pub mod model;
 pub mod optim;
+pub mod policy;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {

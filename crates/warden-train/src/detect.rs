@@ -1,0 +1,299 @@
+//! Memorization detectors behind one open trait.
+//!
+//! A detector looks at a batch twice: before the forward pass (text only: exact-match scanning)
+//! and after it (per-sample losses: loss signature). Each finding names a sample and a score; the
+//! policy's action (reject or clip with a sensitivity weight) is applied by the gate, not by the
+//! detector, so a new detector (embedding similarity, influence) only has to score samples.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use crate::policy::MemorizationRule;
+
+/// What a detector sees of one sample: its class and the bytes that would be trained on.
+pub struct Candidate<'a> {
+    pub class: &'a str,
+    pub window: &'a [u8],
+}
+
+/// One detection: sample index in the batch, which detector, and its score.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Finding {
+    pub sample: usize,
+    pub detector: String,
+    pub score: f64,
+}
+
+pub trait Detector: Send {
+    fn name(&self) -> &'static str;
+    /// Settings recorded in the governance manifest.
+    fn settings(&self) -> serde_json::Value;
+    /// Before the forward pass. Every candidate is remembered afterwards (detected or not), so a
+    /// repeated sample stays detected while it keeps recurring within the window.
+    fn scan_text(&mut self, _batch: &[Candidate<'_>]) -> Vec<Finding> {
+        Vec::new()
+    }
+    /// After the forward pass, on the samples that reached it. `losses[i]` belongs to `batch[i]`.
+    fn scan_losses(&mut self, _batch: &[Candidate<'_>], _losses: &[f32]) -> Vec<Finding> {
+        Vec::new()
+    }
+    /// Called once the iteration is admitted, with the losses of the samples that were trained.
+    fn observe_losses(&mut self, _batch: &[Candidate<'_>], _losses: &[f32]) {}
+    /// Detector memory, saved in checkpoints so a resumed run decides exactly as the original.
+    fn state(&self) -> serde_json::Value;
+    fn restore(&mut self, state: &serde_json::Value) -> Result<(), String>;
+}
+
+/// FNV-1a over an n-gram: deterministic across runs and machines (std's hasher is seeded).
+fn ngram_hash(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// (a) Exact-match scanning: long n-gram repeats between a sample and the recent window
+/// (including earlier samples of the same batch).
+pub struct NgramDetector {
+    ngram: usize,
+    window: usize,
+    threshold: f64,
+    recent: VecDeque<Vec<u64>>,
+    counts: HashMap<u64, u32>,
+}
+
+impl NgramDetector {
+    pub fn new(ngram: usize, window: usize, threshold: f64) -> NgramDetector {
+        NgramDetector {
+            ngram,
+            window,
+            threshold,
+            recent: VecDeque::new(),
+            counts: HashMap::new(),
+        }
+    }
+
+    fn grams(&self, bytes: &[u8]) -> Vec<u64> {
+        let mut grams: Vec<u64> = bytes.windows(self.ngram).map(ngram_hash).collect();
+        grams.sort_unstable();
+        grams.dedup();
+        grams
+    }
+
+    fn remember(&mut self, grams: Vec<u64>) {
+        for g in &grams {
+            *self.counts.entry(*g).or_insert(0) += 1;
+        }
+        self.recent.push_back(grams);
+        while self.recent.len() > self.window {
+            if let Some(old) = self.recent.pop_front() {
+                for g in old {
+                    if let Some(c) = self.counts.get_mut(&g) {
+                        *c -= 1;
+                        if *c == 0 {
+                            self.counts.remove(&g);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Detector for NgramDetector {
+    fn name(&self) -> &'static str {
+        "exact-ngram"
+    }
+
+    fn settings(&self) -> serde_json::Value {
+        serde_json::json!({"ngram": self.ngram, "window": self.window, "threshold": self.threshold})
+    }
+
+    fn scan_text(&mut self, batch: &[Candidate<'_>]) -> Vec<Finding> {
+        let mut findings = Vec::new();
+        for (idx, candidate) in batch.iter().enumerate() {
+            let grams = self.grams(candidate.window);
+            if !grams.is_empty() {
+                let seen = grams.iter().filter(|g| self.counts.contains_key(g)).count();
+                let score = seen as f64 / grams.len() as f64;
+                if seen > 0 && score > self.threshold {
+                    findings.push(Finding {
+                        sample: idx,
+                        detector: self.name().to_string(),
+                        score,
+                    });
+                }
+            }
+            self.remember(grams);
+        }
+        findings
+    }
+
+    fn state(&self) -> serde_json::Value {
+        serde_json::json!({"recent": self.recent})
+    }
+
+    fn restore(&mut self, state: &serde_json::Value) -> Result<(), String> {
+        let recent: Vec<Vec<u64>> = serde_json::from_value(state["recent"].clone())
+            .map_err(|e| format!("exact-ngram state: {e}"))?;
+        self.recent.clear();
+        self.counts.clear();
+        for grams in recent {
+            self.remember(grams);
+        }
+        Ok(())
+    }
+}
+
+/// (b) Loss signature: a sample the model already reproduces far better than its class does.
+pub struct LossSignatureDetector {
+    ratio: f64,
+    history: usize,
+    min_history: usize,
+    losses: BTreeMap<String, VecDeque<f32>>,
+}
+
+impl LossSignatureDetector {
+    pub fn new(ratio: f64, history: usize) -> LossSignatureDetector {
+        LossSignatureDetector {
+            ratio,
+            history: history.max(8),
+            min_history: 8,
+            losses: BTreeMap::new(),
+        }
+    }
+
+    fn median(&self, class: &str) -> Option<f32> {
+        let seen = self.losses.get(class)?;
+        if seen.len() < self.min_history {
+            return None;
+        }
+        let mut sorted: Vec<f32> = seen.iter().copied().collect();
+        sorted.sort_by(f32::total_cmp);
+        Some(sorted[sorted.len() / 2])
+    }
+}
+
+impl Detector for LossSignatureDetector {
+    fn name(&self) -> &'static str {
+        "loss-signature"
+    }
+
+    fn settings(&self) -> serde_json::Value {
+        serde_json::json!({"loss_ratio": self.ratio, "history": self.history})
+    }
+
+    fn scan_losses(&mut self, batch: &[Candidate<'_>], losses: &[f32]) -> Vec<Finding> {
+        let mut findings = Vec::new();
+        for (idx, (candidate, &loss)) in batch.iter().zip(losses).enumerate() {
+            if let Some(median) = self.median(candidate.class) {
+                if f64::from(loss) < self.ratio * f64::from(median) {
+                    findings.push(Finding {
+                        sample: idx,
+                        detector: self.name().to_string(),
+                        score: f64::from(loss / median.max(f32::MIN_POSITIVE)),
+                    });
+                }
+            }
+        }
+        findings
+    }
+
+    fn observe_losses(&mut self, batch: &[Candidate<'_>], losses: &[f32]) {
+        for (candidate, &loss) in batch.iter().zip(losses) {
+            if loss.is_finite() {
+                let seen = self.losses.entry(candidate.class.to_string()).or_default();
+                seen.push_back(loss);
+                while seen.len() > self.history {
+                    seen.pop_front();
+                }
+            }
+        }
+    }
+
+    fn state(&self) -> serde_json::Value {
+        serde_json::json!({"losses": self.losses})
+    }
+
+    fn restore(&mut self, state: &serde_json::Value) -> Result<(), String> {
+        self.losses = serde_json::from_value(state["losses"].clone())
+            .map_err(|e| format!("loss-signature state: {e}"))?;
+        Ok(())
+    }
+}
+
+/// The detectors a memorization rule asks for, in a fixed order.
+pub fn from_rule(rule: &MemorizationRule) -> Vec<Box<dyn Detector>> {
+    let mut detectors: Vec<Box<dyn Detector>> = vec![Box::new(NgramDetector::new(
+        rule.ngram,
+        rule.window,
+        rule.threshold,
+    ))];
+    if rule.loss_ratio > 0.0 {
+        detectors.push(Box::new(LossSignatureDetector::new(
+            rule.loss_ratio,
+            rule.window,
+        )));
+    }
+    detectors
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn candidates<'a>(texts: &[&'a str]) -> Vec<Candidate<'a>> {
+        texts
+            .iter()
+            .map(|t| Candidate {
+                class: "web",
+                window: t.as_bytes(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_repeated_secret_is_caught_within_the_window_and_forgotten_after() {
+        let mut detector = NgramDetector::new(12, 3, 0.0);
+        let first = detector.scan_text(&candidates(&["the vault code is 4417-2290, keep it"]));
+        assert!(first.is_empty());
+        let again = detector.scan_text(&candidates(&[
+            "an unrelated sentence about rivers",
+            "remember: the vault code is 4417-2290",
+        ]));
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].sample, 1);
+        assert!(again[0].score > 0.0 && again[0].score < 1.0);
+        // Three unrelated samples push the secret out of a window of 3.
+        detector.scan_text(&candidates(&[
+            "aaaaaaaaaaaaaaaa1",
+            "bbbbbbbbbbbbbbbbbb2",
+            "ccccccccccccccccc3",
+        ]));
+        assert!(detector
+            .scan_text(&candidates(&["the vault code is 4417-2290"]))
+            .is_empty());
+    }
+
+    #[test]
+    fn state_round_trips() {
+        let mut a = NgramDetector::new(8, 4, 0.0);
+        a.scan_text(&candidates(&["some sample text here"]));
+        let mut b = NgramDetector::new(8, 4, 0.0);
+        b.restore(&a.state()).unwrap();
+        assert_eq!(
+            b.scan_text(&candidates(&["some sample text here"])).len(),
+            1
+        );
+    }
+
+    #[test]
+    fn loss_far_below_the_class_median_is_flagged() {
+        let mut detector = LossSignatureDetector::new(0.3, 16);
+        let batch = candidates(&["x"; 8]);
+        detector.observe_losses(&batch, &[3.0, 3.1, 2.9, 3.2, 3.0, 2.8, 3.3, 3.0]);
+        let found = detector.scan_losses(&candidates(&["a", "b"]), &[2.7, 0.4]);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].sample, 1);
+    }
+}
