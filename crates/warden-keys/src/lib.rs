@@ -19,7 +19,7 @@ use std::str::FromStr;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
-use ed25519_dalek::{Signer as _, Verifier as _};
+use ed25519_dalek::Signer as _;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 

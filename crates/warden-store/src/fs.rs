@@ -1,0 +1,109 @@
+//! Durable file helpers: atomic replacement (temp file, fsync, rename, fsync directory) and
+//! loading of key and trust files with errors that name the path.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::Path;
+
+use warden_keys::{SigningKey, TrustStore};
+
+use crate::StoreError;
+
+fn io_err(path: &Path, source: std::io::Error) -> StoreError {
+    StoreError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+fn write_atomically(path: &Path, bytes: &[u8], private: bool) -> Result<(), StoreError> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| io_err(path, std::io::Error::other("path has no file name")))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        file_name.to_string_lossy(),
+        std::process::id()
+    ));
+    let mut options = OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(if private { 0o600 } else { 0o644 });
+    }
+    let result = (|| {
+        let mut file = options.open(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        drop(file);
+        fs::rename(&tmp, path)?;
+        // The rename is durable only once the directory entry is.
+        File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.map_err(|e| io_err(path, e))
+}
+
+/// Replaces `path` with `bytes` atomically: readers see the old file or the new one, never a mix.
+pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    write_atomically(path, bytes, false)
+}
+
+/// As [`atomic_write`], with mode 0600 (for private keys).
+pub fn atomic_write_private(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    write_atomically(path, bytes, true)
+}
+
+/// Reads a whole (small) file, naming the path on error.
+pub fn read_to_string(path: &Path) -> Result<String, StoreError> {
+    fs::read_to_string(path).map_err(|e| io_err(path, e))
+}
+
+/// Loads a private key file written by `warden key new`.
+pub fn load_signing_key(path: &Path) -> Result<SigningKey, StoreError> {
+    let text = read_to_string(path)?;
+    SigningKey::from_file_text(&text).map_err(|e| StoreError::Key {
+        path: path.display().to_string(),
+        source: e,
+    })
+}
+
+/// Loads a trust file.
+pub fn load_trust(path: &Path) -> Result<TrustStore, StoreError> {
+    let text = read_to_string(path)?;
+    TrustStore::parse(&text, &path.display().to_string()).map_err(|e| StoreError::Key {
+        path: path.display().to_string(),
+        source: e,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn private_files_are_0600_and_replaced_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.key");
+        atomic_write_private(&path, b"one").unwrap();
+        atomic_write_private(&path, b"two").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"two");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(
+                fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
+        }
+        let leftovers: Vec<_> = fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(leftovers.len(), 1, "no temporary file is left behind");
+    }
+}
