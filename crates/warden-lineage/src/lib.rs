@@ -18,8 +18,8 @@ pub mod verify;
 
 pub use checkpoint::{Checkpoint, CheckpointFault, NoteSignature, SignedCheckpoint};
 pub use record::{
-    check_payload, decode_entry, encode_entry, kinds, required_role, signing_message, EnvelopeView,
-    Record, RecordDraft, RecordError, SignedRecord,
+    check_payload, decode_entry, encode_entry, kinds, required_role, rfc3339, signing_message,
+    EnvelopeView, Record, RecordDraft, RecordError, SignedRecord,
 };
 pub use verify::{LineageVerifier, RecordFault, VerifiedLineage, VerifyError};
 pub use warden_merkle::Hash;

@@ -274,9 +274,7 @@ impl SignedRecord {
         json!({
             "seq": r.seq,
             "kind": r.kind,
-            "time": humantime::format_rfc3339_millis(
-                std::time::UNIX_EPOCH + std::time::Duration::from_millis(r.time_ms)
-            ).to_string(),
+            "time": rfc3339(r.time_ms),
             "time_ms": r.time_ms,
             "role": r.role.as_str(),
             "signer": r.signer.to_string(),
@@ -376,6 +374,18 @@ impl SignedRecord {
         }
         Ok(signed)
     }
+}
+
+/// RFC 3339 rendering of a record time, for humans only (decoding reads `time_ms`). Times past
+/// year 9999 cannot be written in RFC 3339 and render as `null` instead of failing.
+pub fn rfc3339(time_ms: u64) -> Option<String> {
+    const MAX_RFC3339_MS: u64 = 253_402_300_799_999;
+    (time_ms <= MAX_RFC3339_MS).then(|| {
+        humantime::format_rfc3339_millis(
+            std::time::UNIX_EPOCH + std::time::Duration::from_millis(time_ms),
+        )
+        .to_string()
+    })
 }
 
 /// The message a per-record signature covers.
