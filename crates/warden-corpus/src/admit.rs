@@ -1,0 +1,715 @@
+//! `admit`: streams every admitted source, hashes, flags and fingerprints its samples on both
+//! cores, and writes the signed declaration with its sample index, leaf lists, exclusions and
+//! fingerprint indexes.
+//!
+//! Pipeline per source: a reader thread splits files into chunks of ~4 MiB of records (one
+//! allocation per chunk) and hands them over a bounded channel; each chunk is decoded, hashed,
+//! flagged and fingerprinted in parallel (rayon, order-preserving collect), then folded in file
+//! order into the source's Merkle root, leaf list and exclusion list. Sample records and grams go
+//! through bounded external sorts, so peak memory does not grow with the corpus.
+//!
+//! Architecture invariant: nothing is dropped silently. Every sample of an admitted source is a
+//! leaf of its source tree, and is either in the sample index or listed in `exclusions.jsonl`
+//! (flagged, with its flagger); every malformed line is an error or (with `skip_malformed`)
+//! listed; every refused source is in the declaration with a sentence saying why.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::sync_channel;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use rayon::prelude::*;
+use warden_keys::{Role, SigningKey};
+
+use crate::declaration::{Declaration, SourceDecl, SourceFormat};
+use crate::error::CorpusError;
+use crate::extsort::ExternalSorter;
+use crate::fsio::AtomicFile;
+use crate::index::{IndexEntry, SampleRecord, SampleRef};
+use crate::policy::{self, Flag};
+use crate::roots::RootBuilder;
+use crate::signed::*;
+use crate::source::{decode, list_files, RecordSpan, SourceFile, Splitter};
+use crate::{fingerprint, Hash};
+
+pub const SAMPLE_INDEX_FILE: &str = "samples.idx";
+pub const EXCLUSIONS_FILE: &str = "exclusions.jsonl";
+pub(crate) const LEAVES_MAGIC: &[u8; 8] = b"WLEAVES1";
+pub(crate) const LEAF_ENTRY: usize = 40;
+
+/// Knobs of an admission.
+#[derive(Debug, Clone)]
+pub struct AdmitOptions {
+    /// Exclude and list malformed JSONL lines / non-UTF-8 documents instead of failing.
+    pub skip_malformed: bool,
+    /// Draw an indicatif progress bar with MB/s on stderr (hidden when stderr is not a terminal).
+    pub progress: bool,
+    /// Gram hashes held in memory (all classes together) before spilling a sorted run.
+    pub gram_budget: usize,
+    /// Sample records held in memory before spilling a sorted run.
+    pub sample_budget: usize,
+    /// Bytes of records per chunk handed from the reader to the workers.
+    pub chunk_bytes: usize,
+}
+
+impl Default for AdmitOptions {
+    fn default() -> Self {
+        AdmitOptions {
+            skip_malformed: false,
+            progress: false,
+            gram_budget: 4 << 20,
+            sample_budget: 512 << 10,
+            chunk_bytes: 4 << 20,
+        }
+    }
+}
+
+/// One excluded sample, as listed in `exclusions.jsonl` and in reports.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Exclusion {
+    pub source: String,
+    /// Line in the source (running across a directory's files).
+    pub line: u64,
+    /// The file (relative to the source path; empty for a single-file source) and its line.
+    pub file: String,
+    pub file_line: u64,
+    /// The sample hash; for a malformed line, the SHA-256 of the raw line bytes.
+    pub hash: String,
+    /// `flagged` or `malformed`.
+    pub reason: String,
+    /// The flagger (`email`, `phone`, `card`, `regex:<id>`, `blocklist`) or the parse error.
+    pub detail: String,
+}
+
+/// What an admission did.
+#[derive(Debug, Clone)]
+pub struct Admission {
+    pub out_dir: PathBuf,
+    pub body: DeclarationBody,
+    /// SHA-256 of the signed declaration body.
+    pub declaration_digest: Hash,
+    pub root: Hash,
+    /// The first exclusions (all are in `exclusions.jsonl`), for reports.
+    pub first_exclusions: Vec<Exclusion>,
+    pub elapsed: Duration,
+}
+
+const REPORTED_EXCLUSIONS: usize = 50;
+
+struct Chunk {
+    data: Vec<u8>,
+    records: Vec<ChunkRecord>,
+    bytes_read: u64,
+}
+
+#[derive(Clone, Copy)]
+struct ChunkRecord {
+    span: RecordSpan,
+    file_idx: u32,
+    file_line: u64,
+}
+
+/// The reader thread's result: each file's line count.
+type FileLines = Vec<u64>;
+
+fn read_chunks(
+    files: &[SourceFile],
+    chunk_bytes: usize,
+    tx: std::sync::mpsc::SyncSender<Chunk>,
+) -> Result<FileLines, CorpusError> {
+    let mut line_base = 0u64;
+    let mut lines = Vec::with_capacity(files.len());
+    let mut chunk = Chunk {
+        data: Vec::with_capacity(chunk_bytes + 4096),
+        records: Vec::new(),
+        bytes_read: 0,
+    };
+    for (file_idx, file) in files.iter().enumerate() {
+        let mut splitter = Splitter::open(file, line_base)?;
+        let mut read_before = 0;
+        while let Some(span) = splitter.next_into(&mut chunk.data)? {
+            chunk.records.push(ChunkRecord {
+                span,
+                file_idx: file_idx as u32,
+                file_line: splitter.file_line(span.line),
+            });
+            if chunk.data.len() >= chunk_bytes {
+                chunk.bytes_read = splitter.bytes_read() - read_before;
+                read_before = splitter.bytes_read();
+                let full = std::mem::replace(
+                    &mut chunk,
+                    Chunk {
+                        data: Vec::with_capacity(chunk_bytes + 4096),
+                        records: Vec::new(),
+                        bytes_read: 0,
+                    },
+                );
+                if tx.send(full).is_err() {
+                    // The consumer stopped (it hit an error and reports it).
+                    return Ok(lines);
+                }
+            }
+        }
+        chunk.bytes_read += splitter.bytes_read() - read_before;
+        lines.push(splitter.lines_read() - line_base);
+        line_base = splitter.lines_read();
+    }
+    if !chunk.records.is_empty() || chunk.bytes_read > 0 {
+        let _ = tx.send(chunk);
+    }
+    Ok(lines)
+}
+
+/// A sample after the parallel stage.
+struct Processed {
+    record: ChunkRecord,
+    hash: Hash,
+    outcome: Outcome,
+}
+
+enum Outcome {
+    Admitted,
+    Flagged(Flag),
+    Malformed(String),
+}
+
+/// Grams of all classes under one memory budget: when the total held in memory exceeds it, the
+/// largest class buffer is spilled.
+struct GramSets {
+    sorters: BTreeMap<String, ExternalSorter<u64>>,
+    budget: usize,
+    scratch: PathBuf,
+}
+
+impl GramSets {
+    fn extend(&mut self, class: &str, grams: &[u64]) -> Result<(), CorpusError> {
+        if !self.sorters.contains_key(class) {
+            let sorter =
+                ExternalSorter::new(self.scratch.clone(), &format!("grams-{class}"), self.budget);
+            self.sorters.insert(class.to_string(), sorter);
+        }
+        let in_memory: usize = self.sorters.values().map(|s| s.len_in_memory()).sum();
+        if in_memory + grams.len() > self.budget {
+            if let Some(largest) = self.sorters.values_mut().max_by_key(|s| s.len_in_memory()) {
+                largest.spill()?;
+            }
+        }
+        match self.sorters.get_mut(class) {
+            Some(sorter) => sorter.extend(grams),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Removes the scratch directory however admission ends.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn mkdir(path: &Path) -> Result<(), CorpusError> {
+    std::fs::create_dir_all(path).map_err(|e| CorpusError::io(path, e))
+}
+
+/// Admits the corpus declared in `declaration` into `out_dir`, signing with `key`.
+pub fn admit(
+    declaration: &Path,
+    out_dir: &Path,
+    key: &SigningKey,
+    options: &AdmitOptions,
+) -> Result<Admission, CorpusError> {
+    let started = Instant::now();
+    if key.role() != Role::CorpusAuthority {
+        return Err(CorpusError::WrongRole {
+            key: key.key_ref().to_string(),
+            role: key.role().to_string(),
+        });
+    }
+    let toml_bytes = crate::fsio::read(declaration)?;
+    let toml_text =
+        String::from_utf8(toml_bytes.clone()).map_err(|_| CorpusError::Declaration {
+            file: declaration.to_path_buf(),
+            line: 1,
+            field: "toml".into(),
+            message: "the declaration is not UTF-8".into(),
+        })?;
+    let mut decl = Declaration::parse(&toml_text, declaration)?;
+    decl.base_dir =
+        std::fs::canonicalize(&decl.base_dir).map_err(|e| CorpusError::io(&decl.base_dir, e))?;
+    for s in &mut decl.sources {
+        s.resolved_path = decl.base_dir.join(&s.path);
+    }
+    let refusals = policy::refusals(&decl);
+
+    // List every admitted source's files up front: a missing path fails before any output.
+    let mut source_files: Vec<Vec<SourceFile>> = Vec::new();
+    for (s, refusal) in decl.sources.iter().zip(&refusals) {
+        if refusal.is_some() {
+            source_files.push(Vec::new());
+            continue;
+        }
+        let files = list_files(&s.resolved_path, s.format).map_err(|e| match e {
+            CorpusError::Io { path, source } => CorpusError::Declaration {
+                file: decl.file.clone(),
+                line: s.line,
+                field: format!("source `{}` field `path`", s.id),
+                message: format!("{}: {source}", path.display()),
+            },
+            other => other,
+        })?;
+        source_files.push(files);
+    }
+    let total_bytes: u64 = source_files.iter().flatten().map(|f| f.bytes).sum();
+
+    mkdir(out_dir)?;
+    mkdir(&out_dir.join("sources"))?;
+    mkdir(&out_dir.join("fingerprints"))?;
+    let scratch = Scratch(out_dir.join(format!(".admit-scratch-{}", std::process::id())));
+    mkdir(&scratch.0)?;
+
+    let progress = if options.progress {
+        let bar = ProgressBar::new(total_bytes);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} admitting {msg:12} [{bar:30}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} eta {eta}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+
+    let mut exclusions = AtomicFile::create(&out_dir.join(EXCLUSIONS_FILE))?;
+    let mut first_exclusions = Vec::new();
+    let mut samples: ExternalSorter<SampleRecord> =
+        ExternalSorter::new(scratch.0.clone(), "samples", options.sample_budget);
+    let mut grams = GramSets {
+        sorters: BTreeMap::new(),
+        budget: options.gram_budget,
+        scratch: scratch.0.clone(),
+    };
+    let mut source_records = Vec::new();
+    let mut totals = Totals {
+        n_sources: decl.sources.len() as u64,
+        n_refused_sources: 0,
+        n_samples: 0,
+        n_admitted: 0,
+        n_unique_admitted: 0,
+        n_flagged: 0,
+        n_malformed: 0,
+        bytes: 0,
+    };
+
+    for (source_idx, ((s, refusal), files)) in decl
+        .sources
+        .iter()
+        .zip(&refusals)
+        .zip(&source_files)
+        .enumerate()
+    {
+        let mut record = SourceRecord {
+            id: s.id.clone(),
+            path: s.path.clone(),
+            format: s.format.map(|f| f.as_str().to_string()),
+            text_field: s.text_field.clone(),
+            license: s.license.clone(),
+            class: s.class.clone(),
+            depth: s.depth.clone(),
+            held_out: s.held_out,
+            provenance: s.provenance.clone(),
+            decision: if refusal.is_some() {
+                "refused"
+            } else {
+                "admitted"
+            }
+            .into(),
+            refusal: refusal.clone(),
+            files: Vec::new(),
+            n_samples: 0,
+            n_flagged: 0,
+            n_malformed: 0,
+            bytes: 0,
+            root: None,
+            leaves: None,
+        };
+        if refusal.is_some() {
+            totals.n_refused_sources += 1;
+            source_records.push(record);
+            continue;
+        }
+        progress.set_message(s.id.clone());
+        let leaves_rel = format!("sources/{}.leaves", s.id);
+        let mut leaves = AtomicFile::create(&out_dir.join(&leaves_rel))?;
+        leaves.write(LEAVES_MAGIC)?;
+        let mut root = RootBuilder::new();
+        let ctx = SourceCtx {
+            decl: &decl,
+            source: s,
+            files,
+        };
+        let file_lines = std::thread::scope(|scope| -> Result<FileLines, CorpusError> {
+            let (tx, rx) = sync_channel::<Chunk>(2);
+            let chunk_bytes = options.chunk_bytes;
+            let reader = scope.spawn(move || read_chunks(files, chunk_bytes, tx));
+            let consumed = (|| -> Result<(), CorpusError> {
+                let mut leaf_bytes = Vec::with_capacity(LEAF_ENTRY * 8192);
+                for chunk in rx.iter() {
+                    let (processed, chunk_grams) = ctx.process(&chunk);
+                    grams.extend(&s.class, &chunk_grams)?;
+                    leaf_bytes.clear();
+                    for p in processed {
+                        let (file, file_line) =
+                            (&files[p.record.file_idx as usize], p.record.file_line);
+                        let exclusion = |reason: &str, detail: String| Exclusion {
+                            source: s.id.clone(),
+                            line: p.record.span.line,
+                            file: file.relative.clone(),
+                            file_line,
+                            hash: hex::encode(p.hash),
+                            reason: reason.into(),
+                            detail,
+                        };
+                        let excluded = match p.outcome {
+                            Outcome::Malformed(message) => {
+                                if !options.skip_malformed {
+                                    return Err(CorpusError::Malformed {
+                                        file: file.path.clone(),
+                                        line: file_line,
+                                        message,
+                                    });
+                                }
+                                record.n_malformed += 1;
+                                exclusion("malformed", message)
+                            }
+                            Outcome::Flagged(flag) => {
+                                leaf_bytes.extend_from_slice(&p.record.span.line.to_le_bytes());
+                                leaf_bytes.extend_from_slice(&p.hash);
+                                root.push(warden_merkle::leaf_hash(&p.hash));
+                                record.n_samples += 1;
+                                record.n_flagged += 1;
+                                exclusion("flagged", flag.name())
+                            }
+                            Outcome::Admitted => {
+                                leaf_bytes.extend_from_slice(&p.record.span.line.to_le_bytes());
+                                leaf_bytes.extend_from_slice(&p.hash);
+                                root.push(warden_merkle::leaf_hash(&p.hash));
+                                record.n_samples += 1;
+                                samples.push(SampleRecord {
+                                    hash: p.hash,
+                                    source: source_idx as u32,
+                                    line: p.record.span.line,
+                                })?;
+                                continue;
+                            }
+                        };
+                        let mut line = serde_json::to_vec(&excluded).unwrap_or_default();
+                        line.push(b'\n');
+                        exclusions.write(&line)?;
+                        if first_exclusions.len() < REPORTED_EXCLUSIONS {
+                            first_exclusions.push(excluded);
+                        }
+                    }
+                    leaves.write(&leaf_bytes)?;
+                    progress.inc(chunk.bytes_read);
+                }
+                Ok(())
+            })();
+            // Dropping the receiver first unblocks a reader waiting to send.
+            drop(rx);
+            let read = reader
+                .join()
+                .map_err(|_| CorpusError::artifact(&s.resolved_path, "reader thread panicked"))?;
+            consumed?;
+            read
+        })?;
+        record.files = files
+            .iter()
+            .zip(&file_lines)
+            .map(|(f, lines)| SourceFileRecord {
+                path: f.relative.clone(),
+                format: f.format.as_str().into(),
+                bytes: f.bytes,
+                lines: *lines,
+            })
+            .collect();
+        record.bytes = files.iter().map(|f| f.bytes).sum();
+        record.root = Some(hex::encode(root.root()));
+        let (digest, bytes) = leaves.commit()?;
+        record.leaves = Some(FileRecord {
+            file: leaves_rel,
+            sha256: hex::encode(digest),
+            bytes,
+        });
+        totals.n_samples += record.n_samples;
+        totals.n_flagged += record.n_flagged;
+        totals.n_malformed += record.n_malformed;
+        totals.n_admitted += record.n_samples - record.n_flagged;
+        totals.bytes += record.bytes;
+        source_records.push(record);
+    }
+    progress.finish_and_clear();
+    let (exclusions_digest, exclusions_bytes) = exclusions.commit()?;
+
+    // The sample index and the corpus tree over its sorted hashes.
+    let mut index_file = AtomicFile::create(&out_dir.join(SAMPLE_INDEX_FILE))?;
+    index_file.write(crate::index::MAGIC)?;
+    let mut corpus_root = RootBuilder::new();
+    let mut pending: Option<IndexEntry> = None;
+    let mut buf = Vec::with_capacity(48 * 4096);
+    for record in samples.finish()? {
+        let record = record?;
+        match &mut pending {
+            Some(entry) if entry.hash == record.hash => {
+                entry.occurrences = entry.occurrences.saturating_add(1);
+                continue;
+            }
+            _ => {}
+        }
+        if let Some(entry) = pending.take() {
+            entry.encode(&mut buf);
+            corpus_root.push(warden_merkle::leaf_hash(&entry.hash));
+        }
+        pending = Some(IndexEntry {
+            hash: record.hash,
+            first: SampleRef {
+                source: record.source,
+                line: record.line,
+            },
+            occurrences: 1,
+        });
+        if buf.len() >= 48 * 4000 {
+            index_file.write(&buf)?;
+            buf.clear();
+        }
+    }
+    if let Some(entry) = pending.take() {
+        entry.encode(&mut buf);
+        corpus_root.push(warden_merkle::leaf_hash(&entry.hash));
+    }
+    index_file.write(&buf)?;
+    let (index_digest, index_bytes) = index_file.commit()?;
+    totals.n_unique_admitted = corpus_root.len();
+    let root = corpus_root.root();
+
+    // Per-class counts and fingerprint indexes, classes in first-declared order.
+    let mut classes: Vec<ClassRecord> = Vec::new();
+    for r in &source_records {
+        let idx = match classes.iter().position(|c| c.class == r.class) {
+            Some(i) => i,
+            None => {
+                classes.push(ClassRecord {
+                    class: r.class.clone(),
+                    n_sources: 0,
+                    n_refused_sources: 0,
+                    n_samples: 0,
+                    n_admitted: 0,
+                    n_flagged: 0,
+                    fingerprint: None,
+                });
+                classes.len() - 1
+            }
+        };
+        let c = &mut classes[idx];
+        c.n_sources += 1;
+        c.n_refused_sources += u64::from(r.decision == "refused");
+        c.n_samples += r.n_samples;
+        c.n_flagged += r.n_flagged;
+        c.n_admitted += r.n_samples - r.n_flagged;
+    }
+    for c in &mut classes {
+        let Some(sorter) = grams.sorters.remove(&c.class) else {
+            continue;
+        };
+        let rel = format!("fingerprints/{}.fp", c.class);
+        let mut file = AtomicFile::create(&out_dir.join(&rel))?;
+        // The header's count is known only after the merge, so the merged grams go to a scratch
+        // file first and are then copied behind the header (both passes sequential).
+        let body_path = scratch.0.join(format!("{}.fp.body", c.class));
+        let mut body = std::io::BufWriter::with_capacity(
+            1 << 20,
+            std::fs::File::create(&body_path).map_err(|e| CorpusError::io(&body_path, e))?,
+        );
+        let mut n = 0u64;
+        let mut block = Vec::with_capacity(8 * 8192);
+        for g in sorter.finish()? {
+            block.extend_from_slice(&g?.to_le_bytes());
+            n += 1;
+            if block.len() >= 8 * 8192 {
+                std::io::Write::write_all(&mut body, &block)
+                    .map_err(|e| CorpusError::io(&body_path, e))?;
+                block.clear();
+            }
+        }
+        std::io::Write::write_all(&mut body, &block).map_err(|e| CorpusError::io(&body_path, e))?;
+        std::io::Write::flush(&mut body).map_err(|e| CorpusError::io(&body_path, e))?;
+        drop(body);
+        file.write(fingerprint::MAGIC)?;
+        file.write(&n.to_le_bytes())?;
+        copy_into(&body_path, &mut file)?;
+        let _ = std::fs::remove_file(&body_path);
+        let (digest, _) = file.commit()?;
+        c.fingerprint = Some(FingerprintRecord {
+            file: rel,
+            sha256: hex::encode(digest),
+            scheme: fingerprint::SCHEME.into(),
+            n_grams: n,
+            false_positive_rate: format!(
+                "n/2^64 = {n}/2^64 = {:.3e} per queried gram",
+                fingerprint::false_positive_rate(n, 64)
+            ),
+        });
+    }
+
+    let body = DeclarationBody {
+        format: FORMAT.into(),
+        name: decl.name.clone(),
+        description: decl.description.clone(),
+        declaration_toml_sha256: hex::encode(crate::fsio::sha256(&toml_bytes)),
+        base_dir: decl.base_dir.display().to_string(),
+        sample_hash: SAMPLE_HASH.into(),
+        policy: PolicyRecord {
+            admitted_licenses: decl.policy.admitted_licenses.clone(),
+            excluded_classes: decl.policy.excluded_classes.clone(),
+            flaggers: FlaggersRecord {
+                email: decl.policy.flaggers.email,
+                phone: decl.policy.flaggers.phone,
+                card: decl.policy.flaggers.card,
+                regexes: decl
+                    .policy
+                    .flaggers
+                    .regexes
+                    .iter()
+                    .map(|r| RegexRecord {
+                        id: r.id.clone(),
+                        pattern: r.pattern.clone(),
+                    })
+                    .collect(),
+                blocklist: decl
+                    .policy
+                    .flaggers
+                    .blocklist
+                    .iter()
+                    .map(hex::encode)
+                    .collect(),
+            },
+        },
+        sources: source_records,
+        classes,
+        totals,
+        corpus_root: hex::encode(root),
+        sample_index: FileRecord {
+            file: SAMPLE_INDEX_FILE.into(),
+            sha256: hex::encode(index_digest),
+            bytes: index_bytes,
+        },
+        exclusions: ExclusionsRecord {
+            file: FileRecord {
+                file: EXCLUSIONS_FILE.into(),
+                sha256: hex::encode(exclusions_digest),
+                bytes: exclusions_bytes,
+            },
+            n_flagged: totals.n_flagged,
+            n_malformed: totals.n_malformed,
+        },
+    };
+    let declaration_digest = write_signed(out_dir, &body, key)?;
+    Ok(Admission {
+        out_dir: out_dir.to_path_buf(),
+        body,
+        declaration_digest,
+        root,
+        first_exclusions,
+        elapsed: started.elapsed(),
+    })
+}
+
+fn copy_into(path: &Path, out: &mut AtomicFile) -> Result<(), CorpusError> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(|e| CorpusError::io(path, e))?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(|e| CorpusError::io(path, e))?;
+        if n == 0 {
+            return Ok(());
+        }
+        out.write(&buf[..n])?;
+    }
+}
+
+struct SourceCtx<'a> {
+    decl: &'a Declaration,
+    source: &'a SourceDecl,
+    files: &'a [SourceFile],
+}
+
+impl SourceCtx<'_> {
+    /// The parallel stage: decode, hash, flag and fingerprint; order preserved.
+    fn process(&self, chunk: &Chunk) -> (Vec<Processed>, Vec<u64>) {
+        let flaggers = &self.decl.policy.flaggers;
+        let parts: Vec<(Vec<Processed>, Vec<u64>)> = chunk
+            .records
+            .par_chunks(256)
+            .map(|records| {
+                let mut out = Vec::with_capacity(records.len());
+                let mut grams = Vec::new();
+                for r in records {
+                    let bytes = &chunk.data[r.span.start..r.span.end];
+                    let format = self.files[r.file_idx as usize].format;
+                    let processed = match decode_ref(format, &self.source.text_field, bytes) {
+                        Ok(text) => {
+                            let hash = crate::sample_hash(&text);
+                            match policy::flag(flaggers, &text, &hash) {
+                                Some(flag) => Processed {
+                                    record: *r,
+                                    hash,
+                                    outcome: Outcome::Flagged(flag),
+                                },
+                                None => {
+                                    fingerprint::ngram_hashes(&text, |g| grams.push(g));
+                                    Processed {
+                                        record: *r,
+                                        hash,
+                                        outcome: Outcome::Admitted,
+                                    }
+                                }
+                            }
+                        }
+                        Err(message) => Processed {
+                            record: *r,
+                            hash: crate::fsio::sha256(bytes),
+                            outcome: Outcome::Malformed(message),
+                        },
+                    };
+                    out.push(processed);
+                }
+                (out, grams)
+            })
+            .collect();
+        let mut processed = Vec::with_capacity(chunk.records.len());
+        let mut grams = Vec::new();
+        for (p, g) in parts {
+            processed.extend(p);
+            grams.extend_from_slice(&g);
+        }
+        (processed, grams)
+    }
+}
+
+/// Text documents are already UTF-8 bytes in the chunk: borrow them instead of copying.
+fn decode_ref<'a>(
+    format: SourceFormat,
+    text_field: &str,
+    bytes: &'a [u8],
+) -> Result<std::borrow::Cow<'a, str>, String> {
+    match format {
+        SourceFormat::Text => std::str::from_utf8(bytes)
+            .map(std::borrow::Cow::Borrowed)
+            .map_err(|e| format!("invalid UTF-8 at byte {} of the document", e.valid_up_to())),
+        SourceFormat::Jsonl => decode(format, text_field, bytes).map(std::borrow::Cow::Owned),
+    }
+}
