@@ -347,13 +347,15 @@ impl Bundle {
                 "safety" => Category::Safety,
                 "structural" => Category::Structural,
                 "task" => Category::Task,
-                other => return Err(source.error(
-                    raw_pred.category.span().start,
-                    Some(&id),
-                    format!(
+                other => {
+                    return Err(source.error(
+                        raw_pred.category.span().start,
+                        Some(&id),
+                        format!(
                         "unknown category `{other}` (expected domain, safety, structural or task)"
                     ),
-                )),
+                    ))
+                }
             };
             let weight = match raw_pred
                 .weight

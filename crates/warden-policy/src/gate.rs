@@ -539,7 +539,10 @@ impl Gate<'_> {
                     return Err(self.undecided(Check::LivePreconditions, &detail));
                 }
                 Answer::Unsat => {
-                    let (core, minimal) = self.minimal_core(&[when_lit]);
+                    // The dead predicate itself is always reported, so it stays assumed while
+                    // the others are shrunk: the core is {p} plus a minimal set of others.
+                    let hard = [when_lit, self.selectors[idx]];
+                    let (core, minimal) = self.minimal_core(&hard);
                     return Err(dead(self, core, minimal));
                 }
             }

@@ -18,6 +18,7 @@
 pub mod bundle;
 mod encode;
 pub mod gate;
+pub mod generate;
 pub mod syntax;
 pub mod types;
 
