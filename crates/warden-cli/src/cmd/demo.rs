@@ -1,0 +1,201 @@
+//! `warden demo`: the whole pipeline on the embedded default, in a fresh directory.
+//!
+//! Stages share one [`DemoContext`]: the keys, the trust file and the ONE lineage every stage
+//! appends to. Order: lineage spine → corpus → policy → training → final verification.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use clap::Args;
+use serde_json::json;
+use warden_keys::{Role, SigningKey, TrustStore};
+use warden_lineage::{kinds, RecordDraft};
+use warden_store::{fs, Cadence, Lineage, StoreOptions, VerifyOptions};
+
+/// Marks a directory as created by `warden demo`, so a rerun may replace it.
+const MARKER: &str = ".warden-demo";
+
+#[derive(Args)]
+pub struct DemoArgs {
+    /// The demo directory (replaced if it holds an earlier demo; refused if it holds anything else).
+    #[arg(long, default_value = "warden-demo")]
+    pub dir: PathBuf,
+}
+
+/// The demo's keys, one per role.
+pub struct DemoKeys {
+    pub corpus: Arc<SigningKey>,
+    pub training: Arc<SigningKey>,
+    pub policy: Arc<SigningKey>,
+    pub deployment: Arc<SigningKey>,
+}
+
+/// Paths of the private key files, same fields as [`DemoKeys`].
+pub struct DemoKeyPaths {
+    pub corpus: PathBuf,
+    pub training: PathBuf,
+    pub policy: PathBuf,
+    pub deployment: PathBuf,
+}
+
+/// What every demo stage shares.
+pub struct DemoContext {
+    pub dir: PathBuf,
+    pub keys: DemoKeys,
+    pub key_paths: DemoKeyPaths,
+    pub trust: TrustStore,
+    pub trust_path: PathBuf,
+    pub lineage: Lineage,
+    pub lineage_dir: PathBuf,
+    /// Set by the corpus stage: the admitted corpus output directory.
+    pub corpus_dir: Option<PathBuf>,
+    /// Set by the corpus stage: the synthetic corpus directory.
+    pub synth_dir: Option<PathBuf>,
+}
+
+pub fn heading(text: &str) {
+    println!("\n== {text}");
+}
+
+fn prepare_dir(dir: &Path) -> anyhow::Result<()> {
+    if dir.exists() {
+        let is_empty = std::fs::read_dir(dir)
+            .with_context(|| dir.display().to_string())?
+            .next()
+            .is_none();
+        if !is_empty {
+            if !dir.join(MARKER).exists() {
+                anyhow::bail!(
+                    "{}: exists and was not made by `warden demo`; pass another --dir",
+                    dir.display()
+                );
+            }
+            std::fs::remove_dir_all(dir).with_context(|| dir.display().to_string())?;
+        }
+    }
+    std::fs::create_dir_all(dir).with_context(|| dir.display().to_string())?;
+    fs::atomic_write(&dir.join(MARKER), b"created by warden demo\n")?;
+    Ok(())
+}
+
+pub fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let dir = args.dir;
+    prepare_dir(&dir)?;
+    println!("warden demo in {}", dir.display());
+
+    let mut ctx = lineage_stage(&dir)?;
+    super::corpus::demo_stage(&mut ctx)?;
+    super::policy::demo_stage(&mut ctx)?;
+    super::train::demo_stage(&mut ctx)?;
+
+    heading("final: verify the whole lineage");
+    ctx.lineage.close()?;
+    let verified = warden_store::verify(&ctx.lineage_dir, &ctx.trust, &VerifyOptions { expect_size: Some(ctx.lineage.len()) })?;
+    println!(
+        "ok: {} records, {} checkpoints, root {}",
+        verified.records,
+        verified.checkpoints,
+        hex::encode(verified.root)
+    );
+    for (kind, n) in &verified.kinds {
+        println!("  {kind:<24} {n:>6}");
+    }
+    println!(
+        "\ndone in {:.1} s. Try: warden lineage verify {} | warden lineage show {} --range 0..10",
+        started.elapsed().as_secs_f64(),
+        ctx.lineage_dir.display(),
+        ctx.lineage_dir.display()
+    );
+    Ok(())
+}
+
+/// Issue 2's stage: keys, trust file, a lineage of a few hundred records, checkpoints,
+/// verification and an inclusion proof.
+fn lineage_stage(dir: &Path) -> anyhow::Result<DemoContext> {
+    heading("keys and trust");
+    let keys_dir = dir.join("keys");
+    let mut trust = TrustStore::new();
+    let mut make = |role: Role, file: &str| -> anyhow::Result<(Arc<SigningKey>, PathBuf)> {
+        let path = keys_dir.join(file);
+        let key = super::key::new_key(role, &format!("demo.{role}"), &path)?;
+        trust.add(role, key.public().clone());
+        println!("  {role:<21} {}  ({})", key.key_ref(), path.display());
+        Ok((Arc::new(key), path))
+    };
+    let (corpus, corpus_path) = make(Role::CorpusAuthority, "corpus.key")?;
+    let (training, training_path) = make(Role::TrainingAuthority, "training.key")?;
+    let (policy, policy_path) = make(Role::PolicyAuthority, "policy.key")?;
+    let (deployment, deployment_path) = make(Role::DeploymentAuthority, "deployment.key")?;
+    let trust_path = dir.join("trust.toml");
+    fs::atomic_write(&trust_path, trust.to_toml().as_bytes())?;
+    println!("  trust file: {}", trust_path.display());
+
+    heading("lineage: append, checkpoint, verify, prove");
+    let lineage_dir = dir.join("lineage");
+    let options = StoreOptions::new("warden.demo/lineage").with_cadence(Cadence::Window { records: 64, millis: 1000 });
+    let lineage = Lineage::create(&lineage_dir, options)?;
+    for key in [&corpus, &training, &policy, &deployment] {
+        lineage.append(
+            RecordDraft::new(kinds::KEY, json!({"event": "introduced", "role": key.role().as_str(), "verifier": key.public().verifier_string()})),
+            key,
+        )?;
+    }
+    let topics = ["retention review", "access grant", "incident drill", "model card draft", "data request"];
+    for i in 0..300u64 {
+        let (kind, key, payload) = match i % 4 {
+            0 | 1 => (kinds::NOTE, &policy, json!({"topic": topics[(i % 5) as usize], "n": i})),
+            2 => ("deploy.heartbeat", &deployment, json!({"replica": i % 3, "healthy": true, "p50_ms": 12.5 + (i % 7) as f64})),
+            _ => (kinds::NOTE, &corpus, json!({"topic": "source inventory", "sources_seen": i / 4})),
+        };
+        lineage.append(RecordDraft::new(kind, payload).with_policy_version("demo-v1"), key)?;
+    }
+    lineage.checkpoint()?;
+    let n = lineage.len();
+    println!("  appended {n} records (kinds: key, note, deploy.heartbeat) by 4 keys; {} signed checkpoints", lineage.n_checkpoints());
+    let verified = warden_store::verify(&lineage_dir, &trust, &VerifyOptions { expect_size: Some(n) })?;
+    println!(
+        "  verified: {} records, {} checkpoints, root {}",
+        verified.records,
+        verified.checkpoints,
+        hex::encode(verified.root)
+    );
+    let index = 123.min(n - 1);
+    let proof = lineage.prove_inclusion(index, n)?;
+    let leaf = lineage
+        .leaf_hash(index)?
+        .ok_or_else(|| anyhow::anyhow!("record {index} missing"))?;
+    warden_merkle::verify_inclusion(&leaf, index, n, &proof, &verified.root)?;
+    println!("  inclusion proof for record {index} in tree size {n} ({} hashes) verifies:", proof.len());
+    for h in &proof {
+        println!("    {}", hex::encode(h));
+    }
+    let old = n / 2;
+    let consistency = lineage.prove_consistency(old, n)?;
+    warden_merkle::verify_consistency(old, n, &lineage.root_at(old)?, &verified.root, &consistency)?;
+    println!("  consistency proof {old} -> {n} ({} hashes) verifies", consistency.len());
+
+    Ok(DemoContext {
+        dir: dir.to_path_buf(),
+        keys: DemoKeys {
+            corpus,
+            training,
+            policy,
+            deployment,
+        },
+        key_paths: DemoKeyPaths {
+            corpus: corpus_path,
+            training: training_path,
+            policy: policy_path,
+            deployment: deployment_path,
+        },
+        trust,
+        trust_path,
+        lineage,
+        lineage_dir,
+        corpus_dir: None,
+        synth_dir: None,
+    })
+}

@@ -1,0 +1,321 @@
+//! `warden lineage …` (verify, show, prove, export) and `warden bench lineage`.
+
+use std::io::Write as _;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand, ValueEnum};
+use serde_json::json;
+use warden_keys::{Role, SigningKey, TrustStore};
+use warden_lineage::{RecordDraft, SignedRecord};
+use warden_merkle::MerkleTree;
+use warden_store::{fs, Cadence, Lineage, StoreOptions, VerifyOptions};
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Verify every record, chain link, signature and checkpoint; print a one-line summary.
+    Verify {
+        dir: PathBuf,
+        /// Trust file (default: trust.toml next to DIR).
+        #[arg(long)]
+        trust: Option<PathBuf>,
+        /// Fail unless the log holds exactly N records.
+        #[arg(long)]
+        expect_size: Option<u64>,
+    },
+    /// Print records, as text or JSON lines.
+    Show {
+        dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+        /// Records a..b (half-open), e.g. `0..10`.
+        #[arg(long)]
+        range: Option<String>,
+    },
+    /// Print an inclusion proof for a record, or a consistency proof between two sizes.
+    Prove {
+        dir: PathBuf,
+        /// The record to prove.
+        #[arg(long, conflicts_with = "consistency")]
+        index: Option<u64>,
+        /// Prove the tree of OLD_SIZE records is a prefix of the current one.
+        #[arg(long)]
+        consistency: Option<u64>,
+        /// The tree size to prove against (default: the latest checkpoint).
+        #[arg(long)]
+        size: Option<u64>,
+    },
+    /// Export every record as JSON lines or a CBOR sequence (RFC 8742).
+    Export {
+        dir: PathBuf,
+        #[arg(long, value_enum)]
+        format: ExportFormat,
+        /// Output file (default: stdout).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum ExportFormat {
+    Json,
+    Cbor,
+}
+
+/// The trust file: `--trust`, else `trust.toml` beside the lineage directory.
+pub fn resolve_trust(dir: &Path, trust: Option<PathBuf>) -> anyhow::Result<(TrustStore, PathBuf)> {
+    let path = match trust {
+        Some(p) => p,
+        None => {
+            let parent = dir
+                .canonicalize()
+                .ok()
+                .and_then(|d| d.parent().map(Path::to_path_buf))
+                .unwrap_or_else(|| PathBuf::from("."));
+            let candidate = parent.join("trust.toml");
+            if !candidate.exists() {
+                anyhow::bail!(
+                    "no trust file: pass --trust FILE (looked for {})",
+                    candidate.display()
+                );
+            }
+            candidate
+        }
+    };
+    Ok((fs::load_trust(&path)?, path))
+}
+
+fn parse_range(text: &str) -> anyhow::Result<Range<u64>> {
+    let (a, b) = text
+        .split_once("..")
+        .ok_or_else(|| anyhow::anyhow!("range `{text}` is not a..b"))?;
+    let start = if a.is_empty() { 0 } else { a.parse().with_context(|| format!("range start `{a}`"))? };
+    let end = if b.is_empty() { u64::MAX } else { b.parse().with_context(|| format!("range end `{b}`"))? };
+    Ok(start..end)
+}
+
+pub fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Verify { dir, trust, expect_size } => {
+            let (trust, _) = resolve_trust(&dir, trust)?;
+            let verified = warden_store::verify(&dir, &trust, &VerifyOptions { expect_size })
+                .map_err(|e| anyhow::anyhow!("{}: {e}", dir.display()))?;
+            let mut line = format!(
+                "ok: {} records, {} checkpoints, root {}",
+                verified.records,
+                verified.checkpoints,
+                hex::encode(verified.root)
+            );
+            if verified.unsealed() > 0 {
+                line.push_str(&format!(
+                    " ({} records after the last checkpoint are chained but not yet signed)",
+                    verified.unsealed()
+                ));
+            }
+            println!("{line}");
+            Ok(())
+        }
+        Command::Show { dir, json, range } => {
+            let records = warden_store::read_all(&dir)?;
+            let range = match range {
+                Some(r) => parse_range(&r)?,
+                None => 0..u64::MAX,
+            };
+            let mut out = std::io::stdout().lock();
+            for r in records.iter().filter(|r| range.contains(&r.record.seq)) {
+                if json {
+                    writeln!(out, "{}", r.to_json())?;
+                } else {
+                    writeln!(out, "{}", summary_line(r))?;
+                }
+            }
+            Ok(())
+        }
+        Command::Prove { dir, index, consistency, size } => {
+            let records = warden_store::read_all(&dir)?;
+            let tree: MerkleTree = records.iter().map(SignedRecord::leaf_hash).collect();
+            let checkpoints = warden_store::read_checkpoints(&dir)?;
+            let size = size
+                .or_else(|| checkpoints.last().map(|c| c.checkpoint.size))
+                .unwrap_or(tree.len());
+            let root = tree.root_at(size)?;
+            if let Some(index) = index {
+                let proof = tree.inclusion_proof(index, size)?;
+                let leaf = tree.leaf(index).ok_or_else(|| anyhow::anyhow!("no record {index}"))?;
+                warden_merkle::verify_inclusion(&leaf, index, size, &proof, &root)?;
+                print_proof("inclusion", &json!({
+                    "index": index,
+                    "tree_size": size,
+                    "leaf_hash": hex::encode(leaf),
+                    "root": hex::encode(root),
+                    "proof": proof.iter().map(hex::encode).collect::<Vec<_>>(),
+                }), &checkpoints, size);
+            } else if let Some(old) = consistency {
+                let proof = tree.consistency_proof(old, size)?;
+                let old_root = tree.root_at(old)?;
+                warden_merkle::verify_consistency(old, size, &old_root, &root, &proof)?;
+                print_proof("consistency", &json!({
+                    "old_size": old,
+                    "old_root": hex::encode(old_root),
+                    "tree_size": size,
+                    "root": hex::encode(root),
+                    "proof": proof.iter().map(hex::encode).collect::<Vec<_>>(),
+                }), &checkpoints, size);
+            } else {
+                anyhow::bail!("pass --index N or --consistency OLD_SIZE");
+            }
+            Ok(())
+        }
+        Command::Export { dir, format, out } => {
+            let records = warden_store::read_all(&dir)?;
+            let mut buf = Vec::new();
+            for r in &records {
+                match format {
+                    ExportFormat::Json => {
+                        serde_json::to_writer(&mut buf, &r.to_json())?;
+                        buf.push(b'\n');
+                    }
+                    ExportFormat::Cbor => buf.extend_from_slice(&r.to_cbor()),
+                }
+            }
+            match out {
+                Some(path) => {
+                    fs::atomic_write(&path, &buf)?;
+                    eprintln!("exported {} records to {}", records.len(), path.display());
+                }
+                None => std::io::stdout().lock().write_all(&buf)?,
+            }
+            Ok(())
+        }
+    }
+}
+
+fn print_proof(what: &str, proof: &serde_json::Value, checkpoints: &[warden_lineage::SignedCheckpoint], size: u64) {
+    println!("{what} proof (verified locally):");
+    println!("{}", serde_json::to_string_pretty(proof).unwrap_or_default());
+    if let Some(cp) = checkpoints.iter().find(|c| c.checkpoint.size == size) {
+        println!("signed checkpoint for tree size {size}:\n{}", cp.to_note());
+    }
+}
+
+/// One line per record for `show` and the demo.
+pub fn summary_line(r: &SignedRecord) -> String {
+    let rec = &r.record;
+    let mut payload = rec.payload.to_string();
+    if payload.len() > 100 {
+        let mut cut = 97;
+        while !payload.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        payload.truncate(cut);
+        payload.push_str("...");
+    }
+    format!(
+        "#{:<6} {} {:<20} {:<24} {:<8} {}",
+        rec.seq,
+        warden_lineage::rfc3339(rec.time_ms).unwrap_or_else(|| rec.time_ms.to_string()),
+        rec.kind,
+        rec.signer.to_string(),
+        rec.policy_version.as_deref().unwrap_or("-"),
+        payload
+    )
+}
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Records appended in the per-window run (the per-record run uses a tenth).
+    #[arg(long, default_value_t = 200_000)]
+    records: u64,
+    /// Where to write the benchmark logs (default: a temporary directory).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    let tmp = tempfile_dir(args.dir)?;
+    let key = Arc::new(SigningKey::generate(Role::TrainingAuthority, "bench")?);
+    let mut trust = TrustStore::new();
+    trust.add(Role::TrainingAuthority, key.public().clone());
+    let payload = |i: u64| {
+        json!({"iteration": i, "loss": 2.5 / (i as f64 + 1.0), "batch_root": "9f2c1e0b7a6d5c4b3a29180716253443", "verdicts": ["admit", "admit", "clip"]})
+    };
+    println!("warden bench lineage ({} cores)", std::thread::available_parallelism().map_or(1, |n| n.get()));
+    println!("{:<44} {:>14}", "measurement", "result");
+
+    // Per-record signing: every record signed and checkpointed (fsync per checkpoint).
+    let n_each = (args.records / 10).max(1);
+    let dir_each = tmp.join("every-record");
+    let lineage = Lineage::create(&dir_each, StoreOptions::new("bench/every").with_cadence(Cadence::EveryRecord))?;
+    let start = Instant::now();
+    for i in 0..n_each {
+        lineage.append(RecordDraft::new("train.iteration", payload(i)), &key)?;
+    }
+    lineage.close()?;
+    let per_record = n_each as f64 / start.elapsed().as_secs_f64();
+    println!("{:<44} {:>14.0}", "appends/s, per-record signing + checkpoint", per_record);
+    drop(lineage);
+
+    // Per-window signing: a co-signed checkpoint every 1024 records or 1000 ms.
+    let dir_window = tmp.join("window");
+    let lineage = Lineage::create(&dir_window, StoreOptions::new("bench/window"))?;
+    let start = Instant::now();
+    for i in 0..args.records {
+        lineage.append(RecordDraft::new("train.iteration", payload(i)), &key)?;
+    }
+    lineage.close()?;
+    let per_window = args.records as f64 / start.elapsed().as_secs_f64();
+    println!("{:<44} {:>14.0}   (target >= 100000)", "appends/s, per-window signing (1024 / 1 s)", per_window);
+
+    let start = Instant::now();
+    let verified = warden_store::verify(&dir_window, &trust, &VerifyOptions { expect_size: Some(args.records) })?;
+    let verify_rate = verified.records as f64 / start.elapsed().as_secs_f64();
+    println!("{:<44} {:>14.0}   (target >= 300000)", "records/s verified (window log)", verify_rate);
+
+    let start = Instant::now();
+    let verified_each = warden_store::verify(&dir_each, &trust, &VerifyOptions::default())?;
+    let verify_each_rate = verified_each.records as f64 / start.elapsed().as_secs_f64();
+    println!("{:<44} {:>14.0}", "records/s verified (per-record signed log)", verify_each_rate);
+
+    let size = lineage.len();
+    let root = lineage.root()?;
+    let n_proofs = 100_000u64;
+    let mut proofs = Vec::with_capacity(n_proofs as usize);
+    let start = Instant::now();
+    for i in 0..n_proofs {
+        let index = (i.wrapping_mul(2_654_435_761)) % size;
+        proofs.push((index, lineage.prove_inclusion(index, size)?));
+    }
+    let gen_rate = n_proofs as f64 / start.elapsed().as_secs_f64();
+    println!("{:<44} {:>14.0}", format!("inclusion proofs generated/s (size {size})"), gen_rate);
+    let leaves: Vec<_> = proofs
+        .iter()
+        .map(|(i, _)| lineage.leaf_hash(*i).ok().flatten().unwrap_or_default())
+        .collect();
+    let start = Instant::now();
+    for ((index, proof), leaf) in proofs.iter().zip(&leaves) {
+        warden_merkle::verify_inclusion(leaf, *index, size, proof, &root)?;
+    }
+    let check_rate = n_proofs as f64 / start.elapsed().as_secs_f64();
+    println!("{:<44} {:>14.0}", "inclusion proofs verified/s", check_rate);
+    println!(
+        "ratios: window/per-record appends {:.1}x; verify/append (window) {:.2}x",
+        per_window / per_record,
+        verify_rate / per_window
+    );
+    drop(lineage);
+    let _ = std::fs::remove_dir_all(&tmp);
+    Ok(())
+}
+
+fn tempfile_dir(dir: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    let base = dir.unwrap_or_else(std::env::temp_dir);
+    let path = base.join(format!("warden-bench-lineage-{}", std::process::id()));
+    if path.exists() {
+        std::fs::remove_dir_all(&path).with_context(|| path.display().to_string())?;
+    }
+    std::fs::create_dir_all(&path).with_context(|| path.display().to_string())?;
+    Ok(path)
+}

@@ -1,0 +1,9 @@
+//! One module per command group; each owns its flags, its demo stage and its benchmark.
+
+pub mod bench;
+pub mod corpus;
+pub mod demo;
+pub mod key;
+pub mod lineage;
+pub mod policy;
+pub mod train;

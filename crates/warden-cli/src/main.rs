@@ -1,0 +1,65 @@
+//! `warden`: the command-line front of Warden. Thin: parses flags, calls the library crates.
+
+mod cmd;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "warden", version, about = "Govern a model across its life, and prove it.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the whole pipeline on the embedded default in a fresh directory.
+    Demo(cmd::demo::DemoArgs),
+    /// Create and inspect authority keys.
+    Key {
+        #[command(subcommand)]
+        command: cmd::key::Command,
+    },
+    /// Inspect, verify, prove and export a lineage.
+    Lineage {
+        #[command(subcommand)]
+        command: cmd::lineage::Command,
+    },
+    /// Declare, admit, verify and prove corpora.
+    Corpus {
+        #[command(subcommand)]
+        command: cmd::corpus::Command,
+    },
+    /// Check, admit and evaluate policy bundles.
+    Policy {
+        #[command(subcommand)]
+        command: cmd::policy::Command,
+    },
+    /// Run governed training (`warden train CONFIG --out RUN_DIR`, `warden train resume RUN_DIR`).
+    Train(cmd::train::TrainArgs),
+    /// Benchmarks that print ratios measured side by side in one run.
+    Bench {
+        #[command(subcommand)]
+        what: cmd::bench::Bench,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Demo(args) => cmd::demo::run(args),
+        Command::Key { command } => cmd::key::run(command),
+        Command::Lineage { command } => cmd::lineage::run(command),
+        Command::Corpus { command } => cmd::corpus::run(command),
+        Command::Policy { command } => cmd::policy::run(command),
+        Command::Train(args) => cmd::train::run(args),
+        Command::Bench { what } => cmd::bench::run(what),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
