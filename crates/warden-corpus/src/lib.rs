@@ -21,10 +21,12 @@ pub mod fingerprint;
 mod fsio;
 pub mod index;
 pub mod policy;
+pub mod prove;
 mod roots;
 pub mod signed;
 pub mod source;
 pub mod synth;
+pub mod verify;
 
 pub use admit::{admit, Admission, AdmitOptions, Exclusion};
 pub use corpus::{AdmittedCorpus, AdmittedSource};

@@ -155,3 +155,228 @@ fn admission_is_deterministic_and_synth_is_reproducible() {
     assert_eq!(x.body.sample_index, y.body.sample_index);
     assert_eq!(x.body.classes, y.body.classes);
 }
+
+fn write_small_corpus(dir: &Path, news: &str) -> std::path::PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("news.jsonl"), news).unwrap();
+    std::fs::write(
+        dir.join("prose.txt"),
+        "the first document has\ntwo lines\n\nthe second one\n\nthe third\n",
+    )
+    .unwrap();
+    let decl = dir.join("corpus.toml");
+    std::fs::write(
+        &decl,
+        r#"
+[corpus]
+name = "small"
+[policy]
+admitted_licenses = ["MIT"]
+[[source]]
+id = "news"
+path = "news.jsonl"
+license = "MIT"
+class = "news"
+provenance = { origin = "o", collected = "2026-01-01", collector = "c" }
+[[source]]
+id = "prose"
+path = "prose.txt"
+license = "MIT"
+class = "prose"
+provenance = { origin = "o", collected = "2026-01-01", collector = "c" }
+"#,
+    )
+    .unwrap();
+    decl
+}
+
+#[test]
+fn malformed_jsonl_is_an_error_naming_file_and_line_or_excluded_and_listed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let decl = write_small_corpus(
+        tmp.path(),
+        "{\"text\":\"one\"}\n{\"text\":\"two\"}\n{\"text\": \"three\n{\"text\":\"four\"}\n",
+    );
+    let (key, trust) = keys();
+    let out = tmp.path().join("out");
+    let err = admit(&decl, &out, &key, &AdmitOptions::default())
+        .unwrap_err()
+        .to_string();
+    let news = std::fs::canonicalize(tmp.path().join("news.jsonl")).unwrap();
+    assert!(
+        err.starts_with(&format!(
+            "{}:3: malformed sample: invalid JSON",
+            news.display()
+        )),
+        "{err}"
+    );
+    assert!(
+        !out.join("declaration.json").exists(),
+        "a failed admission signs nothing"
+    );
+
+    let opts = AdmitOptions {
+        skip_malformed: true,
+        ..AdmitOptions::default()
+    };
+    let admission = admit(&decl, &out, &key, &opts).unwrap();
+    assert_eq!(admission.body.totals.n_malformed, 1);
+    let corpus = AdmittedCorpus::load(&out, &trust).unwrap();
+    let ex = corpus.exclusions().unwrap();
+    assert_eq!(ex.len(), 1);
+    assert_eq!(
+        (ex[0].source.as_str(), ex[0].line, ex[0].reason.as_str()),
+        ("news", 3, "malformed")
+    );
+    assert_eq!(corpus.sources()[0].n_samples, 3);
+    assert!(corpus.lookup(&warden_corpus::sample_hash("four")).is_some());
+}
+
+#[test]
+fn a_sample_edited_after_admission_is_reported_with_source_and_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let decl = write_small_corpus(tmp.path(), "{\"text\":\"one\"}\n{\"text\":\"two\"}\n");
+    let (key, trust) = keys();
+    let out = tmp.path().join("out");
+    admit(&decl, &out, &key, &AdmitOptions::default()).unwrap();
+    let report = warden_corpus::verify::verify(&out, &trust).unwrap();
+    assert!(report.unchanged());
+
+    // Same line count, one document's text changed.
+    std::fs::write(
+        tmp.path().join("prose.txt"),
+        "the first document has\ntwo lines\n\nthe second one, edited\n\nthe third\n",
+    )
+    .unwrap();
+    let report = warden_corpus::verify::verify(&out, &trust).unwrap();
+    assert!(!report.unchanged());
+    let prose = report.sources.iter().find(|s| s.id == "prose").unwrap();
+    let warden_corpus::verify::SourceStatus::Changed {
+        n_changes, changes, ..
+    } = &prose.status
+    else {
+        panic!("prose not reported changed: {:?}", prose.status);
+    };
+    assert_eq!(*n_changes, 1);
+    assert_eq!(changes[0].kind, warden_corpus::verify::ChangeKind::Modified);
+    assert_eq!(changes[0].line, 4);
+    assert_eq!(
+        changes[0].admitted,
+        Some(warden_corpus::sample_hash("the second one"))
+    );
+    let news = report.sources.iter().find(|s| s.id == "news").unwrap();
+    assert!(matches!(
+        news.status,
+        warden_corpus::verify::SourceStatus::Unchanged { n_samples: 2 }
+    ));
+}
+
+#[test]
+fn a_declaration_signed_by_an_untrusted_key_or_tampered_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let decl = write_small_corpus(tmp.path(), "{\"text\":\"one\"}\n");
+    let (_, trust) = keys();
+    let rogue = SigningKey::from_seed(Role::CorpusAuthority, "rogue", &[9u8; 32]).unwrap();
+    let out = tmp.path().join("out");
+    admit(&decl, &out, &rogue, &AdmitOptions::default()).unwrap();
+    let err = AdmittedCorpus::load(&out, &trust).unwrap_err().to_string();
+    assert!(
+        err.contains(&format!(
+            "key {} is not trusted for role corpus-authority",
+            rogue.key_ref()
+        )),
+        "{err}"
+    );
+
+    // A trusted signature over a modified body, or a modified sample index, is refused too.
+    let (key, trust) = keys();
+    admit(&decl, &out, &key, &AdmitOptions::default()).unwrap();
+    let body = std::fs::read_to_string(out.join("declaration.json")).unwrap();
+    std::fs::write(
+        out.join("declaration.json"),
+        body.replace("\"small\"", "\"large\""),
+    )
+    .unwrap();
+    assert!(AdmittedCorpus::load(&out, &trust)
+        .unwrap_err()
+        .to_string()
+        .contains("bad signature"));
+    std::fs::write(out.join("declaration.json"), body).unwrap();
+    let mut index = std::fs::read(out.join("samples.idx")).unwrap();
+    index[20] ^= 1;
+    std::fs::write(out.join("samples.idx"), index).unwrap();
+    let err = AdmittedCorpus::load(&out, &trust).unwrap_err().to_string();
+    assert!(
+        err.contains("samples.idx") && err.contains("modified after admission"),
+        "{err}"
+    );
+}
+
+#[test]
+fn inclusion_and_absence_proofs_round_trip_and_tampering_fails() {
+    use warden_corpus::prove::{prove, verify_proof, Proof};
+    let tmp = tempfile::tempdir().unwrap();
+    let summary = small_synth(&tmp.path().join("synth"));
+    let (key, trust) = keys();
+    let out = tmp.path().join("out");
+    admit(&summary.declaration, &out, &key, &AdmitOptions::default()).unwrap();
+    let corpus = AdmittedCorpus::load(&out, &trust).unwrap();
+    let root = corpus.root();
+
+    let sample = corpus.read_source(1).unwrap().nth(5).unwrap().unwrap();
+    let proof = prove(&corpus, &sample.hash).unwrap();
+    let source_root = corpus.sources()[1].root.unwrap();
+    let Proof::Inclusion { source, .. } = &proof else {
+        panic!("expected inclusion")
+    };
+    assert_eq!((source.source.as_str(), source.line), ("news", sample.line));
+    verify_proof(&proof, &root, Some(&source_root)).unwrap();
+    // Through JSON and back, as `corpus prove` prints it.
+    let json = serde_json::to_string(&proof).unwrap();
+    verify_proof(
+        &serde_json::from_str(&json).unwrap(),
+        &root,
+        Some(&source_root),
+    )
+    .unwrap();
+
+    // Absence of an unknown sample, of a flagged one, and at both ends of the sorted order.
+    let flagged = warden_corpus::parse_hash(&corpus.exclusions().unwrap()[0].hash).unwrap();
+    for absent in [
+        warden_corpus::sample_hash("never admitted"),
+        flagged,
+        [0u8; 32],
+        [0xffu8; 32],
+    ] {
+        let proof = prove(&corpus, &absent).unwrap();
+        assert!(matches!(proof, Proof::Absence { .. }));
+        verify_proof(&proof, &root, None).unwrap();
+    }
+    let Proof::Absence { note, .. } = prove(&corpus, &flagged).unwrap() else {
+        unreachable!()
+    };
+    assert!(note.unwrap().contains("flagged (email)"));
+
+    // An absence proof cannot be forged for an admitted sample by reusing a neighbour pair.
+    let Proof::Absence {
+        lower,
+        upper,
+        tree_size,
+        corpus_root,
+        ..
+    } = prove(&corpus, &warden_corpus::sample_hash("never admitted")).unwrap()
+    else {
+        unreachable!()
+    };
+    let forged = Proof::Absence {
+        sample: hex::encode(sample.hash),
+        corpus_root,
+        tree_size,
+        lower,
+        upper,
+        note: None,
+    };
+    assert!(verify_proof(&forged, &root, None).is_err());
+    // And a proof does not verify against another root.
+    assert!(verify_proof(&proof, &[1u8; 32], Some(&source_root)).is_err());
+}
