@@ -11,10 +11,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::policy::MemorizationRule;
 
-/// What a detector sees of one sample: its class and the bytes that would be trained on.
+/// What a detector sees of one sample: its class and its whole text (not only the window
+/// drawn this iteration: two windows of one repeated secret need not overlap).
 pub struct Candidate<'a> {
     pub class: &'a str,
-    pub window: &'a [u8],
+    pub text: &'a [u8],
 }
 
 /// One detection: sample index in the batch, which detector, and its score.
@@ -112,7 +113,7 @@ impl Detector for NgramDetector {
     fn scan_text(&mut self, batch: &[Candidate<'_>]) -> Vec<Finding> {
         let mut findings = Vec::new();
         for (idx, candidate) in batch.iter().enumerate() {
-            let grams = self.grams(candidate.window);
+            let grams = self.grams(candidate.text);
             if !grams.is_empty() {
                 let seen = grams.iter().filter(|g| self.counts.contains_key(g)).count();
                 let score = seen as f64 / grams.len() as f64;
@@ -247,7 +248,7 @@ mod tests {
             .iter()
             .map(|t| Candidate {
                 class: "web",
-                window: t.as_bytes(),
+                text: t.as_bytes(),
             })
             .collect()
     }

@@ -190,19 +190,25 @@ impl Gpt {
             .ok_or_else(|| TrainError::Internal(format!("no parameter {name}")))
     }
 
-    /// Current parameter values (cheap handles sharing storage until the next update).
+    /// A deep copy of the current parameter values (later updates do not show through).
     pub fn tensors(&self) -> BTreeMap<String, Tensor> {
         self.vars
             .iter()
             .map(|(k, v)| {
-                (
-                    k.clone(),
-                    v.as_tensor()
-                        .copy()
-                        .unwrap_or_else(|_| v.as_tensor().clone()),
-                )
+                let t = v.as_tensor();
+                (k.clone(), t.copy().unwrap_or_else(|_| t.clone()))
             })
             .collect()
+    }
+
+    /// SHA-256 parameter-state digest (see [`crate::io::parameter_digest`]).
+    pub fn digest(&self) -> Result<[u8; 32], TrainError> {
+        let handles: BTreeMap<String, Tensor> = self
+            .vars
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+            .collect();
+        crate::io::parameter_digest(&handles)
     }
 
     /// Replaces every parameter's value (rollback to a checkpoint).

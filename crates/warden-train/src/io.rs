@@ -1,0 +1,163 @@
+//! Durable files of a run: safetensors encoding, atomic writes, parameter digests.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use sha2::{Digest as _, Sha256};
+
+use crate::TrainError;
+
+fn io_error(path: &Path, err: std::io::Error) -> TrainError {
+    TrainError::Io {
+        path: path.display().to_string(),
+        reason: err.to_string(),
+    }
+}
+
+/// Writes `bytes` to `path` durably: temporary file in the same directory, fsync, rename, fsync
+/// of the directory. A reader sees the old file or the new one, never a torn one.
+pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .ok_or_else(|| io_error(path, std::io::Error::other("no file name")))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let mut file = std::fs::File::create(&tmp).map_err(|e| io_error(&tmp, e))?;
+    file.write_all(bytes).map_err(|e| io_error(&tmp, e))?;
+    file.sync_all().map_err(|e| io_error(&tmp, e))?;
+    drop(file);
+    std::fs::rename(&tmp, path).map_err(|e| io_error(path, e))?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        d.sync_all().map_err(|e| io_error(dir, e))?;
+    }
+    Ok(())
+}
+
+pub fn read(path: &Path) -> Result<Vec<u8>, TrainError> {
+    std::fs::read(path).map_err(|e| io_error(path, e))
+}
+
+/// Encodes f32 tensors as safetensors (names sorted, header padded to 8 bytes) with optional
+/// string metadata. One encoder, so the same parameters always give the same bytes.
+pub fn safetensors_bytes(
+    tensors: &BTreeMap<String, Tensor>,
+    metadata: &BTreeMap<String, String>,
+) -> Result<Vec<u8>, TrainError> {
+    let mut header = serde_json::Map::new();
+    if !metadata.is_empty() {
+        header.insert("__metadata__".into(), serde_json::json!(metadata));
+    }
+    let mut data = Vec::new();
+    for (name, tensor) in tensors {
+        let values = tensor
+            .flatten_all()?
+            .to_dtype(DType::F32)?
+            .to_vec1::<f32>()?;
+        let start = data.len();
+        for v in values {
+            data.extend_from_slice(&v.to_le_bytes());
+        }
+        header.insert(
+            name.clone(),
+            serde_json::json!({"dtype": "F32", "shape": tensor.dims(), "data_offsets": [start, data.len()]}),
+        );
+    }
+    let mut header_bytes = serde_json::to_vec(&header)
+        .map_err(|e| TrainError::Internal(format!("safetensors header: {e}")))?;
+    while header_bytes.len() % 8 != 0 {
+        header_bytes.push(b' ');
+    }
+    let mut out = Vec::with_capacity(8 + header_bytes.len() + data.len());
+    out.extend_from_slice(&(header_bytes.len() as u64).to_le_bytes());
+    out.extend_from_slice(&header_bytes);
+    out.extend_from_slice(&data);
+    Ok(out)
+}
+
+/// Named tensors, in name order.
+pub type Tensors = BTreeMap<String, Tensor>;
+/// safetensors `__metadata__`.
+pub type Metadata = BTreeMap<String, String>;
+
+/// Decodes safetensors bytes into tensors and metadata; `origin` is named in errors.
+pub fn read_safetensors(bytes: &[u8], origin: &str) -> Result<(Tensors, Metadata), TrainError> {
+    let bad = |reason: String| TrainError::Checkpoint(format!("{origin}: {reason}"));
+    let tensors = candle_core::safetensors::load_buffer(bytes, &Device::Cpu)
+        .map_err(|e| bad(e.to_string()))?;
+    let header_len = bytes
+        .get(..8)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map(u64::from_le_bytes)
+        .ok_or_else(|| bad("truncated header".into()))?;
+    let header: serde_json::Value = bytes
+        .get(8..8usize.saturating_add(header_len as usize))
+        .and_then(|h| serde_json::from_slice(h).ok())
+        .ok_or_else(|| bad("unreadable header".into()))?;
+    let metadata = serde_json::from_value(header["__metadata__"].clone()).unwrap_or_default();
+    Ok((tensors.into_iter().collect(), metadata))
+}
+
+/// SHA-256 over every parameter in name order: name, NUL, shape (u64 LE each), f32 LE values.
+pub fn parameter_digest(tensors: &BTreeMap<String, Tensor>) -> Result<[u8; 32], TrainError> {
+    let mut hasher = Sha256::new();
+    for (name, tensor) in tensors {
+        hasher.update(name.as_bytes());
+        hasher.update([0u8]);
+        for d in tensor.dims() {
+            hasher.update((*d as u64).to_le_bytes());
+        }
+        let values = tensor.flatten_all()?.to_vec1::<f32>()?;
+        let mut buf = Vec::with_capacity(values.len() * 4);
+        for v in values {
+            buf.extend_from_slice(&v.to_le_bytes());
+        }
+        hasher.update(&buf);
+    }
+    Ok(hasher.finalize().into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn safetensors_round_trip_with_metadata() {
+        let mut tensors = BTreeMap::new();
+        tensors.insert(
+            "b".to_string(),
+            Tensor::new(&[[1.0f32, 2.0], [3.0, 4.0]], &Device::Cpu).unwrap(),
+        );
+        tensors.insert(
+            "a".to_string(),
+            Tensor::new(&[5.0f32], &Device::Cpu).unwrap(),
+        );
+        let mut meta = BTreeMap::new();
+        meta.insert("iteration".to_string(), "7".to_string());
+        let bytes = safetensors_bytes(&tensors, &meta).unwrap();
+        let (back, meta_back) = read_safetensors(&bytes, "x").unwrap();
+        assert_eq!(meta_back, meta);
+        assert_eq!(
+            back["b"].to_vec2::<f32>().unwrap(),
+            vec![vec![1.0, 2.0], vec![3.0, 4.0]]
+        );
+        assert_eq!(
+            parameter_digest(&back).unwrap(),
+            parameter_digest(&tensors).unwrap()
+        );
+        assert!(
+            read_safetensors(&bytes[..bytes.len() - 1], "cut.safetensors")
+                .unwrap_err()
+                .to_string()
+                .contains("cut.safetensors")
+        );
+    }
+}

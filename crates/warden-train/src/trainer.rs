@@ -1,0 +1,1296 @@
+//! The governed training loop: data gate → forward/backward per depth group (gradient routing)
+//! → memorization detectors → gradient gate → optimizer → evaluation gate → one record.
+//!
+//! Architecture invariants:
+//! - A sample reaches the forward pass only after the data gate found its *current* content hash
+//!   in the signed admission index and its source, class and license admissible.
+//! - A sample's gradient reaches only the regions its depth admits: each depth group gets its own
+//!   forward and backward pass, and only the admitted regions' gradients are read from it.
+//! - A region the gate rejects gets no optimizer call at all: its parameters and moments are
+//!   untouched (not a zero gradient fed to Adam).
+//! - Exactly one record per iteration — `train.iteration` after every gate decided, or
+//!   `train.failure` — and nothing is appended before all gates decided.
+//! - Everything random derives from `(seed, iteration)`, so any iteration can be replayed.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use candle_core::{Device, Tensor};
+use rand::{Rng as _, SeedableRng as _};
+use rand_chacha::ChaCha20Rng;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use sha2::{Digest as _, Sha256};
+
+use crate::config::TrainConfig;
+use crate::data::{AdmissionIndex, PoolSample};
+use crate::detect::{self, Candidate, Detector, Finding};
+use crate::io;
+use crate::model::{encode, region_of, Gpt};
+use crate::optim::{AdamW, Moments};
+use crate::policy::{
+    ExcessAction, FailureMode, LineageCadence, MemorizationAction, ResolvedPolicy,
+};
+use crate::TrainError;
+
+/// Where records go: the signed lineage in production, a vector in unit tests.
+pub trait RecordSink {
+    /// Appends one record; returns its index.
+    fn append(
+        &mut self,
+        kind: &str,
+        payload: Value,
+        policy_version: &str,
+    ) -> Result<u64, TrainError>;
+    /// Signs a lineage checkpoint over everything appended so far.
+    fn checkpoint(&mut self) -> Result<(), TrainError>;
+}
+
+/// Records kept in memory (unit tests, benchmarks).
+#[derive(Default)]
+pub struct MemorySink {
+    pub records: Vec<(String, Value, String)>,
+    pub checkpoints: usize,
+}
+
+impl RecordSink for MemorySink {
+    fn append(&mut self, kind: &str, payload: Value, version: &str) -> Result<u64, TrainError> {
+        self.records
+            .push((kind.to_string(), payload, version.to_string()));
+        Ok(self.records.len() as u64 - 1)
+    }
+    fn checkpoint(&mut self) -> Result<(), TrainError> {
+        self.checkpoints += 1;
+        Ok(())
+    }
+}
+
+/// A canary planted in the training data: the full text and the secret inside it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Canary {
+    pub text: String,
+    pub secret: String,
+}
+
+/// Running totals shown on the progress bar and in the summary.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GateCounts {
+    pub iterations: u64,
+    pub samples_admitted: u64,
+    pub samples_refused: u64,
+    pub samples_rejected_memorization: u64,
+    pub samples_clipped_memorization: u64,
+    pub regions_admitted: u64,
+    pub regions_clipped: u64,
+    pub regions_rejected: u64,
+    pub evals_run: u64,
+    pub evals_refused: u64,
+    pub failures: u64,
+}
+
+/// Where one iteration's time goes.
+#[derive(Debug, Clone, Default)]
+pub struct Timings {
+    pub data_gate: Duration,
+    pub detectors: Duration,
+    pub forward_backward: Duration,
+    pub gradient_gate: Duration,
+    pub optimizer: Duration,
+    pub evaluation: Duration,
+    pub digest: Duration,
+    pub record: Duration,
+}
+
+impl Timings {
+    pub fn governance(&self) -> Duration {
+        self.data_gate + self.detectors + self.gradient_gate + self.digest + self.record
+    }
+}
+
+/// What one iteration ended as (a halt is an `Err(TrainError::Halted)`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Admitted { loss: f32, tokens: usize },
+    Quarantined { gate: String, detail: String },
+}
+
+struct Snapshot {
+    iteration: u64,
+    params: BTreeMap<String, Tensor>,
+    moments: BTreeMap<String, Moments>,
+    last_update: BTreeMap<String, u64>,
+    detectors: Vec<Value>,
+    last_eval: Option<u64>,
+}
+
+/// State saved next to the tensors of a checkpoint.
+#[derive(Serialize, Deserialize)]
+struct CheckpointState {
+    iteration: u64,
+    adam_steps: BTreeMap<String, u64>,
+    last_update: BTreeMap<String, u64>,
+    detectors: Vec<Value>,
+    last_eval: Option<u64>,
+    quarantined: BTreeMap<usize, u64>,
+    recent_failures: Vec<u64>,
+    counts: GateCounts,
+    policy_versions: Vec<String>,
+    config_digest: String,
+}
+
+struct Failure {
+    gate: &'static str,
+    detail: String,
+    sample: Option<usize>,
+}
+
+struct Entry {
+    pool_idx: usize,
+    offset: usize,
+    len: usize,
+    depth: Option<String>,
+    class: String,
+    status: String,
+    weight: f64,
+}
+
+fn window_of<'a>(pool: &'a [PoolSample], entry: &Entry) -> &'a [u8] {
+    &pool[entry.pool_idx].text.as_bytes()[entry.offset..entry.offset + entry.len]
+}
+
+fn hex32(bytes: &[u8; 32]) -> String {
+    hex::encode(bytes)
+}
+
+/// A JSON number, or a string for NaN/∞ (lineage payloads must be finite).
+fn num(value: f64) -> Value {
+    if value.is_finite() {
+        json!(value)
+    } else {
+        json!(value.to_string())
+    }
+}
+
+fn sum_sq_and_max_abs(tensor: &Tensor) -> Result<(f64, f64, bool), TrainError> {
+    let values = tensor.flatten_all()?.to_vec1::<f32>()?;
+    let mut sum = 0f64;
+    let mut max = 0f64;
+    let mut finite = true;
+    for v in values {
+        let v = f64::from(v);
+        finite &= v.is_finite();
+        sum += v * v;
+        max = max.max(v.abs());
+    }
+    Ok((sum, max, finite))
+}
+
+pub struct Trainer {
+    pub config: TrainConfig,
+    config_digest: [u8; 32],
+    policy: ResolvedPolicy,
+    policy_versions: Vec<String>,
+    model: Gpt,
+    optimizer: AdamW,
+    corpus: Arc<dyn AdmissionIndex>,
+    pool: Vec<PoolSample>,
+    held_out: BTreeMap<String, Vec<PoolSample>>,
+    canaries: Vec<Canary>,
+    detectors: Vec<Box<dyn Detector>>,
+    region_vars: BTreeMap<String, Vec<String>>,
+    iteration: u64,
+    last_update: BTreeMap<String, u64>,
+    last_eval: Option<u64>,
+    quarantined: BTreeMap<usize, u64>,
+    recent_failures: VecDeque<u64>,
+    snapshot: Snapshot,
+    counts: GateCounts,
+    pub timings: Timings,
+    last_loss: Option<f32>,
+    run_dir: Option<PathBuf>,
+}
+
+impl Trainer {
+    /// A fresh run at iteration 0. `run_dir`, when given, receives on-disk checkpoints.
+    pub fn new(
+        config: TrainConfig,
+        corpus: Arc<dyn AdmissionIndex>,
+        run_dir: Option<PathBuf>,
+    ) -> Result<Trainer, TrainError> {
+        config.validate()?;
+        let model = Gpt::new(&config.model, config.seed)?;
+        let optimizer = AdamW::new(config.optimizer.clone(), model.vars())?;
+        let policy = config.policy.resolve(&config.model.regions())?;
+        let mut pool = Vec::new();
+        let mut held_out = BTreeMap::new();
+        for (idx, source) in corpus.sources().iter().enumerate() {
+            if source.held_out {
+                held_out.insert(source.id.clone(), corpus.read_source(idx as u32)?);
+            } else if source.admitted {
+                pool.extend(corpus.read_source(idx as u32)?);
+            }
+        }
+        if pool.is_empty() {
+            return Err(TrainError::Corpus(
+                "the corpus has no admitted training source with samples".into(),
+            ));
+        }
+        let config_text = config.to_toml()?;
+        let mut region_vars: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for name in model.vars().keys() {
+            region_vars
+                .entry(region_of(name).to_string())
+                .or_default()
+                .push(name.clone());
+        }
+        let detectors = policy
+            .source
+            .memorization
+            .as_ref()
+            .map(detect::from_rule)
+            .unwrap_or_default();
+        let snapshot = Snapshot {
+            iteration: 0,
+            params: model.tensors(),
+            moments: optimizer.snapshot()?,
+            last_update: BTreeMap::new(),
+            detectors: detectors.iter().map(|d| d.state()).collect(),
+            last_eval: None,
+        };
+        Ok(Trainer {
+            config_digest: Sha256::digest(config_text.as_bytes()).into(),
+            policy_versions: vec![policy.version().to_string()],
+            policy,
+            config,
+            model,
+            optimizer,
+            corpus,
+            pool,
+            held_out,
+            canaries: Vec::new(),
+            detectors,
+            region_vars,
+            iteration: 0,
+            last_update: BTreeMap::new(),
+            last_eval: None,
+            quarantined: BTreeMap::new(),
+            recent_failures: VecDeque::new(),
+            snapshot,
+            counts: GateCounts::default(),
+            timings: Timings::default(),
+            last_loss: None,
+            run_dir,
+        })
+    }
+
+    pub fn set_canaries(&mut self, canaries: Vec<Canary>) {
+        self.canaries = canaries;
+    }
+
+    /// Replaces the memorization detectors (the interface is open for new ones).
+    pub fn set_detectors(&mut self, detectors: Vec<Box<dyn Detector>>) {
+        self.detectors = detectors;
+        self.snapshot.detectors = self.detectors.iter().map(|d| d.state()).collect();
+    }
+
+    pub fn iteration(&self) -> u64 {
+        self.iteration
+    }
+    pub fn counts(&self) -> &GateCounts {
+        &self.counts
+    }
+    pub fn model(&self) -> &Gpt {
+        &self.model
+    }
+    pub fn policy(&self) -> &ResolvedPolicy {
+        &self.policy
+    }
+    pub fn policy_versions(&self) -> &[String] {
+        &self.policy_versions
+    }
+    pub fn config_digest(&self) -> [u8; 32] {
+        self.config_digest
+    }
+    pub fn last_loss(&self) -> Option<f32> {
+        self.last_loss
+    }
+    pub fn corpus(&self) -> &dyn AdmissionIndex {
+        self.corpus.as_ref()
+    }
+    pub fn detector_settings(&self) -> Value {
+        Value::Array(
+            self.detectors
+                .iter()
+                .map(|d| json!({"detector": d.name(), "settings": d.settings()}))
+                .collect(),
+        )
+    }
+
+    /// Switches to a new policy (the caller records the `train.transition`).
+    pub fn set_policy(&mut self, policy: crate::policy::TrainingPolicy) -> Result<(), TrainError> {
+        let resolved = policy.resolve(&self.config.model.regions())?;
+        // Detector memory carries over when the detection rule is unchanged.
+        if resolved.source.memorization != self.policy.source.memorization {
+            self.detectors = resolved
+                .source
+                .memorization
+                .as_ref()
+                .map(detect::from_rule)
+                .unwrap_or_default();
+        }
+        self.policy_versions.push(resolved.version().to_string());
+        self.config.policy = resolved.source.clone();
+        self.policy = resolved;
+        Ok(())
+    }
+
+    /// The samples of iteration `iteration`: pool indices and byte windows, from
+    /// `ChaCha20(seed)` on stream `iteration` — replayable without any other state.
+    fn draw(&self, iteration: u64) -> Vec<(usize, usize, usize)> {
+        let mut rng = ChaCha20Rng::seed_from_u64(self.config.seed);
+        rng.set_stream(iteration);
+        let span = self.config.model.context + 1;
+        (0..self.config.batch_size)
+            .map(|_| {
+                let idx = rng.gen_range(0..self.pool.len());
+                let len = self.pool[idx].text.len();
+                let offset = if len > span {
+                    rng.gen_range(0..=len - span)
+                } else {
+                    0
+                };
+                (idx, offset, len.min(span))
+            })
+            .collect()
+    }
+
+    /// The data gate for one sample: `Ok(Some((depth, class)))` admitted, `Ok(None)` with a
+    /// reason refused by policy (dropped, recorded), `Err` an integrity failure.
+    fn data_gate(&self, sample: &PoolSample) -> Result<Result<(String, String), String>, String> {
+        let location = self.corpus.lookup(&sample.hash).ok_or_else(|| {
+            "content hash is not in the signed corpus declaration (edited after admission or never admitted)"
+                .to_string()
+        })?;
+        let source = self
+            .corpus
+            .sources()
+            .get(location.source as usize)
+            .ok_or_else(|| format!("admission index names unknown source {}", location.source))?;
+        if !source.admitted {
+            return Err(format!("source {} is flagged (not admitted)", source.id));
+        }
+        if source.held_out {
+            return Err(format!(
+                "content is admitted only in held-out source {} and may not be trained on",
+                source.id
+            ));
+        }
+        if self
+            .policy
+            .class_excluded(&source.class, self.corpus.excluded_classes())
+        {
+            return Ok(Err(format!("class {} is excluded", source.class)));
+        }
+        if !self.policy.license_allowed(&source.license) {
+            return Ok(Err(format!(
+                "license {} is not allowed by policy",
+                source.license
+            )));
+        }
+        match self.policy.depth_for(&source.class, &source.depth) {
+            Some(depth) => Ok(Ok((depth.to_string(), source.class.clone()))),
+            None => Err(format!(
+                "class {} has depth {:?}, which the policy does not define",
+                source.class, source.depth
+            )),
+        }
+    }
+
+    fn sample_json(&self, pool_idx: usize) -> Value {
+        let sample = &self.pool[pool_idx];
+        let source = self
+            .corpus
+            .sources()
+            .get(sample.source as usize)
+            .map_or("?", |s| s.id.as_str());
+        json!({"hash": hex32(&sample.hash), "source": source, "line": sample.line})
+    }
+
+    /// Runs one iteration through every gate and appends exactly one record.
+    pub fn iterate(&mut self, sink: &mut dyn RecordSink) -> Result<Outcome, TrainError> {
+        let iteration = self.iteration + 1;
+        let started = Instant::now();
+        let draws = self.draw(iteration);
+        let mut entries = Vec::with_capacity(draws.len());
+        for (pool_idx, offset, len) in draws {
+            let mut entry = Entry {
+                pool_idx,
+                offset,
+                len,
+                depth: None,
+                class: String::new(),
+                status: "admitted".into(),
+                weight: 1.0,
+            };
+            if let Some(at) = self.quarantined.get(&pool_idx) {
+                entry.status = format!("skipped: quarantined at iteration {at}");
+            } else {
+                match self.data_gate(&self.pool[pool_idx]) {
+                    Ok(Ok((depth, class))) => {
+                        entry.depth = Some(depth);
+                        entry.class = class;
+                    }
+                    Ok(Err(reason)) => entry.status = format!("refused: {reason}"),
+                    Err(detail) => {
+                        self.timings.data_gate += started.elapsed();
+                        return self.fail(
+                            iteration,
+                            Failure {
+                                gate: "data",
+                                detail,
+                                sample: Some(pool_idx),
+                            },
+                            sink,
+                        );
+                    }
+                }
+            }
+            entries.push(entry);
+        }
+        self.timings.data_gate += started.elapsed();
+
+        // Memorization, text side: before anything reaches the forward pass.
+        let t = Instant::now();
+        let mut findings: Vec<Finding> = Vec::new();
+        let admitted: Vec<usize> = (0..entries.len())
+            .filter(|&i| entries[i].depth.is_some())
+            .collect();
+        if !self.detectors.is_empty() {
+            let candidates: Vec<Candidate<'_>> = admitted
+                .iter()
+                .map(|&i| Candidate {
+                    class: &entries[i].class,
+                    text: self.pool[entries[i].pool_idx].text.as_bytes(),
+                })
+                .collect();
+            let mut found = Vec::new();
+            for detector in &mut self.detectors {
+                found.extend(detector.scan_text(&candidates));
+            }
+            for mut finding in found {
+                finding.sample = admitted[finding.sample];
+                findings.push(finding);
+            }
+        }
+        let rule = self.policy.source.memorization.clone();
+        let apply = |entries: &mut Vec<Entry>, finding: &Finding| {
+            let entry = &mut entries[finding.sample];
+            match rule.as_ref().map(|r| (r.action, r.weight)) {
+                Some((MemorizationAction::Clip, w)) => entry.weight = entry.weight.min(w),
+                _ => entry.weight = 0.0,
+            }
+        };
+        for finding in &findings {
+            apply(&mut entries, finding);
+        }
+        self.timings.detectors += t.elapsed();
+
+        // Gradient routing: one forward/backward per depth group, admitted regions only.
+        let n_batch = admitted.len().max(1) as f64;
+        let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        for &i in &admitted {
+            if entries[i].weight > 0.0 {
+                if let Some(depth) = &entries[i].depth {
+                    groups.entry(depth.clone()).or_default().push(i);
+                }
+            }
+        }
+        let mut total: BTreeMap<String, Tensor> = BTreeMap::new();
+        let mut group_records = Vec::new();
+        let mut per_sample_loss: BTreeMap<usize, f32> = BTreeMap::new();
+        let mut loss_sum = 0f64;
+        let mut loss_weight = 0f64;
+        let mut n_tokens = 0usize;
+        for (depth, members) in &groups {
+            let t = Instant::now();
+            let windows: Vec<&[u8]> = members
+                .iter()
+                .map(|&i| window_of(&self.pool, &entries[i]))
+                .collect();
+            let batch = encode(&windows, self.config.model.context)?;
+            n_tokens += batch.n_tokens;
+            let losses_t =
+                self.model
+                    .per_sample_loss(&batch.inputs, &batch.targets, &batch.mask)?;
+            let losses: Vec<f32> = losses_t.to_vec1()?;
+            self.timings.forward_backward += t.elapsed();
+            if let Some(k) = losses.iter().position(|l| !l.is_finite()) {
+                return self.fail(
+                    iteration,
+                    Failure {
+                        gate: "gradient",
+                        detail: format!("non-finite loss {}", losses[k]),
+                        sample: Some(entries[members[k]].pool_idx),
+                    },
+                    sink,
+                );
+            }
+            // Memorization, loss side.
+            let t = Instant::now();
+            if !self.detectors.is_empty() {
+                let candidates: Vec<Candidate<'_>> = members
+                    .iter()
+                    .map(|&i| Candidate {
+                        class: &entries[i].class,
+                        text: self.pool[entries[i].pool_idx].text.as_bytes(),
+                    })
+                    .collect();
+                let mut found = Vec::new();
+                for detector in &mut self.detectors {
+                    found.extend(detector.scan_losses(&candidates, &losses));
+                }
+                for mut finding in found {
+                    finding.sample = members[finding.sample];
+                    apply(&mut entries, &finding);
+                    findings.push(finding);
+                }
+            }
+            self.timings.detectors += t.elapsed();
+            let t = Instant::now();
+            let weights: Vec<f32> = members
+                .iter()
+                .map(|&i| (entries[i].weight / n_batch) as f32)
+                .collect();
+            for (k, &i) in members.iter().enumerate() {
+                per_sample_loss.insert(i, losses[k]);
+                loss_sum += f64::from(losses[k]);
+                loss_weight += 1.0;
+            }
+            if weights.iter().all(|w| *w == 0.0) {
+                self.timings.forward_backward += t.elapsed();
+                continue;
+            }
+            let weights = Tensor::from_vec(weights, members.len(), &Device::Cpu)?;
+            let grads = (losses_t * weights)?.sum_all()?.backward()?;
+            self.timings.forward_backward += t.elapsed();
+            let t = Instant::now();
+            let profile = &self.policy.depths[depth];
+            let mut contribution = Vec::new();
+            let mut sum_sq = 0f64;
+            for region in &profile.regions {
+                for name in self.region_vars.get(region).into_iter().flatten() {
+                    if let Some(grad) = grads.get(self.model.vars()[name].as_tensor()) {
+                        sum_sq += grad.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+                        contribution.push((name.clone(), grad.clone()));
+                    }
+                }
+            }
+            let norm = sum_sq.sqrt();
+            let scale = match profile.max_norm {
+                Some(bound) if norm > bound => bound / norm,
+                _ => 1.0,
+            };
+            for (name, grad) in contribution {
+                let grad = if scale < 1.0 { (grad * scale)? } else { grad };
+                let sum = match total.remove(&name) {
+                    Some(acc) => (acc + grad)?,
+                    None => grad,
+                };
+                total.insert(name, sum);
+            }
+            group_records.push(json!({
+                "depth": depth, "samples": members.len(), "grad_norm": num(norm),
+                "scale": num(scale), "regions": profile.regions.len(),
+            }));
+            self.timings.gradient_gate += t.elapsed();
+        }
+
+        // Gradient gate per region.
+        let t = Instant::now();
+        let mut region_records = Vec::new();
+        let mut updates: Vec<(String, Tensor)> = Vec::new();
+        let mut verdict_counts = (0u64, 0u64, 0u64);
+        for region in self.config.model.regions() {
+            let profile = &self.policy.regions[&region];
+            let names = self.region_vars.get(&region).cloned().unwrap_or_default();
+            let grads: Vec<(&String, &Tensor)> = names
+                .iter()
+                .filter_map(|n| total.get(n).map(|g| (n, g)))
+                .collect();
+            if grads.is_empty() {
+                region_records.push(json!({"region": region, "verdict": "untouched",
+                    "reason": "no admitted contribution reaches this region"}));
+                continue;
+            }
+            let (mut sum_sq, mut max_abs, mut finite) = (0f64, 0f64, true);
+            for (_, g) in &grads {
+                let (s, m, f) = sum_sq_and_max_abs(g)?;
+                sum_sq += s;
+                max_abs = max_abs.max(m);
+                finite &= f;
+            }
+            let norm = sum_sq.sqrt();
+            if !finite || !norm.is_finite() {
+                self.timings.gradient_gate += t.elapsed();
+                return self.fail(
+                    iteration,
+                    Failure {
+                        gate: "gradient",
+                        detail: format!("non-finite gradient in region {region}"),
+                        sample: None,
+                    },
+                    sink,
+                );
+            }
+            let mut record = json!({"region": region, "grad_norm": num(norm), "max_abs": num(max_abs), "finite": true});
+            let last = self.last_update.get(&region).copied();
+            let (verdict, reason, scale) = if profile.frozen {
+                ("reject", Some("frozen".to_string()), 0.0)
+            } else if let Some(l) = last.filter(|l| iteration - l < profile.every) {
+                (
+                    "reject",
+                    Some(format!(
+                        "update-frequency cap: last update at iteration {l}, at most every {}",
+                        profile.every
+                    )),
+                    0.0,
+                )
+            } else {
+                match profile.max_norm {
+                    Some(bound) if norm > bound => match profile.on_excess {
+                        ExcessAction::Clip => (
+                            "clip",
+                            Some(format!("norm {norm:.4} clipped to {bound}")),
+                            bound / norm,
+                        ),
+                        ExcessAction::Reject => (
+                            "reject",
+                            Some(format!("norm {norm:.4} exceeds bound {bound}")),
+                            0.0,
+                        ),
+                    },
+                    _ => ("admit", None, 1.0),
+                }
+            };
+            record["verdict"] = json!(verdict);
+            if let Some(reason) = reason {
+                record["reason"] = json!(reason);
+            }
+            match verdict {
+                "admit" => verdict_counts.0 += 1,
+                "clip" => verdict_counts.1 += 1,
+                _ => verdict_counts.2 += 1,
+            }
+            if verdict != "reject" {
+                record["scale"] = num(scale);
+                for (name, grad) in grads {
+                    let grad = if scale < 1.0 {
+                        (grad * scale)?
+                    } else {
+                        grad.clone()
+                    };
+                    updates.push((name.clone(), grad));
+                }
+            }
+            region_records.push(record);
+        }
+        self.timings.gradient_gate += t.elapsed();
+
+        let t = Instant::now();
+        let mut updated_regions = BTreeSet::new();
+        for (name, grad) in &updates {
+            let var = self.model.vars()[name].clone();
+            self.optimizer.step_var(name, &var, grad)?;
+            updated_regions.insert(region_of(name).to_string());
+        }
+        for region in updated_regions {
+            self.last_update.insert(region, iteration);
+        }
+        self.timings.optimizer += t.elapsed();
+
+        let t = Instant::now();
+        let evaluation = self.evaluation_gate(iteration)?;
+        self.timings.evaluation += t.elapsed();
+
+        let t = Instant::now();
+        let digest = self.model.digest()?;
+        self.timings.digest += t.elapsed();
+
+        let t = Instant::now();
+        let sample_hashes: Vec<[u8; 32]> =
+            entries.iter().map(|e| self.pool[e.pool_idx].hash).collect();
+        let leaves: Vec<[u8; 32]> = sample_hashes
+            .iter()
+            .map(|h| warden_merkle::leaf_hash(h))
+            .collect();
+        let samples: Vec<Value> = entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let mut s = self.sample_json(e.pool_idx);
+                s["offset"] = json!(e.offset);
+                s["bytes"] = json!(e.len);
+                s["status"] = json!(e.status);
+                if let Some(depth) = &e.depth {
+                    s["depth"] = json!(depth);
+                    s["class"] = json!(e.class);
+                }
+                if e.weight != 1.0 {
+                    s["weight"] = num(e.weight);
+                }
+                if let Some(l) = per_sample_loss.get(&i) {
+                    s["loss"] = num(f64::from(*l));
+                }
+                s
+            })
+            .collect();
+        let loss = if loss_weight > 0.0 {
+            (loss_sum / loss_weight) as f32
+        } else {
+            f32::NAN
+        };
+        let payload = json!({
+            "iteration": iteration,
+            "rng": {"algorithm": "chacha20", "seed": self.config.seed, "stream": iteration},
+            "config_digest": hex32(&self.config_digest),
+            "batch": {"merkle_root": hex32(&warden_merkle::root(&leaves)), "samples": samples},
+            "loss": num(f64::from(loss)),
+            "tokens": n_tokens,
+            "groups": group_records,
+            "memorization": findings.iter().map(|f| json!({
+                "sample": f.sample, "detector": f.detector, "score": num(f.score),
+                "action": if entries[f.sample].weight == 0.0 { "reject" } else { "clip" },
+            })).collect::<Vec<_>>(),
+            "regions": region_records,
+            "evaluation": evaluation,
+            "param_digest": hex32(&digest),
+        });
+        sink.append("train.iteration", payload, self.policy.version())?;
+        self.timings.record += t.elapsed();
+
+        // Bookkeeping after the record: detectors learn from what was trained.
+        let trained: Vec<usize> = per_sample_loss
+            .keys()
+            .copied()
+            .filter(|&i| entries[i].weight > 0.0)
+            .collect();
+        if !self.detectors.is_empty() {
+            let candidates: Vec<Candidate<'_>> = trained
+                .iter()
+                .map(|&i| Candidate {
+                    class: &entries[i].class,
+                    text: self.pool[entries[i].pool_idx].text.as_bytes(),
+                })
+                .collect();
+            let losses: Vec<f32> = trained.iter().map(|i| per_sample_loss[i]).collect();
+            for detector in &mut self.detectors {
+                detector.observe_losses(&candidates, &losses);
+            }
+        }
+        self.counts.iterations += 1;
+        self.counts.samples_admitted += admitted.len() as u64;
+        self.counts.samples_refused += (entries.len() - admitted.len()) as u64;
+        for f in &findings {
+            if entries[f.sample].weight == 0.0 {
+                self.counts.samples_rejected_memorization += 1;
+            } else {
+                self.counts.samples_clipped_memorization += 1;
+            }
+        }
+        self.counts.regions_admitted += verdict_counts.0;
+        self.counts.regions_clipped += verdict_counts.1;
+        self.counts.regions_rejected += verdict_counts.2;
+        self.iteration = iteration;
+        self.last_loss = Some(loss);
+        if iteration % self.policy.source.checkpoint_every == 0 {
+            self.checkpoint()?;
+        }
+        match self.policy.source.lineage {
+            LineageCadence::Step => sink.checkpoint()?,
+            LineageCadence::Window { steps } if iteration % steps == 0 => sink.checkpoint()?,
+            LineageCadence::Window { .. } => {}
+        }
+        Ok(Outcome::Admitted {
+            loss,
+            tokens: n_tokens,
+        })
+    }
+
+    /// The evaluation gate: runs a requested evaluation only if the policy authorizes the
+    /// sources, the probes and the frequency; otherwise records the refusal.
+    fn evaluation_gate(&mut self, iteration: u64) -> Result<Value, TrainError> {
+        let Some(request) = self.config.eval.clone() else {
+            return Ok(Value::Null);
+        };
+        if iteration % request.every != 0 {
+            return Ok(Value::Null);
+        }
+        let rule = &self.policy.source.eval;
+        let mut refusals = Vec::new();
+        for source in &request.sources {
+            if !rule.sources.contains(source) {
+                refusals.push(format!("source {source} is not authorized for evaluation"));
+            } else if !self.held_out.contains_key(source) {
+                refusals.push(format!(
+                    "source {source} is not an admitted held-out source"
+                ));
+            }
+        }
+        for probe in &request.probes {
+            if !rule.probes.contains(probe) {
+                refusals.push(format!("probe {probe} is not authorized"));
+            }
+        }
+        if let Some(last) = self.last_eval {
+            if iteration - last < rule.min_interval {
+                refusals.push(format!(
+                    "last evaluation at iteration {last}; at most every {} iterations",
+                    rule.min_interval
+                ));
+            }
+        }
+        let requested = json!({"sources": request.sources, "probes": request.probes});
+        if !refusals.is_empty() {
+            self.counts.evals_refused += 1;
+            return Ok(json!({"refused": refusals, "requested": requested}));
+        }
+        self.counts.evals_run += 1;
+        self.last_eval = Some(iteration);
+        let mut sources = serde_json::Map::new();
+        if request.probes.iter().any(|p| p == "loss") {
+            for source in &request.sources {
+                let samples = &self.held_out[source];
+                let texts: Vec<&str> = samples
+                    .iter()
+                    .take(request.max_samples)
+                    .map(|s| s.text.as_str())
+                    .collect();
+                let loss = self.mean_loss(&texts)?;
+                sources.insert(
+                    source.clone(),
+                    json!({"loss": num(loss), "samples": texts.len()}),
+                );
+            }
+        }
+        let mut canaries = Vec::new();
+        if request.probes.iter().any(|p| p == "canary-exposure") {
+            for (idx, canary) in self.canaries.clone().iter().enumerate() {
+                let exposure = self.canary_exposure(canary, request.candidates, idx as u64)?;
+                canaries.push(serde_json::to_value(exposure).unwrap_or(Value::Null));
+            }
+        }
+        Ok(json!({"requested": requested, "sources": sources, "canaries": canaries}))
+    }
+
+    /// Mean per-sample loss over the first context+1 bytes of each text (no gradient kept).
+    pub fn mean_loss(&self, texts: &[&str]) -> Result<f64, TrainError> {
+        let span = self.config.model.context + 1;
+        let mut total = 0f64;
+        let mut n = 0usize;
+        for chunk in texts.chunks(32) {
+            let windows: Vec<&[u8]> = chunk
+                .iter()
+                .map(|t| &t.as_bytes()[..t.len().min(span)])
+                .filter(|w| w.len() >= 2)
+                .collect();
+            if windows.is_empty() {
+                continue;
+            }
+            let batch = encode(&windows, self.config.model.context)?;
+            let losses: Vec<f32> = self
+                .model
+                .per_sample_loss(&batch.inputs, &batch.targets, &batch.mask)?
+                .to_vec1()?;
+            total += losses.iter().map(|l| f64::from(*l)).sum::<f64>();
+            n += losses.len();
+        }
+        Ok(if n == 0 { f64::NAN } else { total / n as f64 })
+    }
+
+    /// Canary exposure (Carlini et al., "The Secret Sharer"): the rank of the canary's loss
+    /// among `candidates` random secrets of the same format, and whether greedy decoding from
+    /// the canary's prefix reproduces the secret.
+    pub fn canary_exposure(
+        &self,
+        canary: &Canary,
+        candidates: usize,
+        index: u64,
+    ) -> Result<CanaryExposure, TrainError> {
+        let at = canary.text.find(&canary.secret).ok_or_else(|| {
+            TrainError::Config(format!("canary {index}: secret does not occur in its text"))
+        })?;
+        let span = self.config.model.context + 1;
+        let end = at + canary.secret.len();
+        let start = end.saturating_sub(span);
+        let window_of = |text: &str| -> String {
+            let bytes = &text.as_bytes()[start..end.min(text.len())];
+            String::from_utf8_lossy(bytes).into_owned()
+        };
+        let mut rng = ChaCha20Rng::seed_from_u64(self.config.seed ^ 0x6361_6e61_7279);
+        rng.set_stream(index);
+        let mut texts = vec![window_of(&canary.text)];
+        for _ in 0..candidates {
+            let secret: String = canary
+                .secret
+                .chars()
+                .map(|c| match c {
+                    '0'..='9' => char::from(b'0' + rng.gen_range(0..10u8)),
+                    'a'..='z' => char::from(b'a' + rng.gen_range(0..26u8)),
+                    'A'..='Z' => char::from(b'A' + rng.gen_range(0..26u8)),
+                    other => other,
+                })
+                .collect();
+            let text = format!("{}{}", &canary.text[..at], secret);
+            texts.push(window_of(&text));
+        }
+        let windows: Vec<&[u8]> = texts.iter().map(|t| t.as_bytes()).collect();
+        let batch = encode(&windows, self.config.model.context)?;
+        let losses: Vec<f32> = self
+            .model
+            .per_sample_loss(&batch.inputs, &batch.targets, &batch.mask)?
+            .to_vec1()?;
+        let rank = 1 + losses[1..].iter().filter(|l| **l < losses[0]).count();
+        let exposure = ((candidates + 1) as f64).log2() - (rank as f64).log2();
+        let extracted = self.greedy(&canary.text.as_bytes()[..at], canary.secret.len())?
+            == canary.secret.as_bytes();
+        Ok(CanaryExposure {
+            rank,
+            candidates,
+            exposure,
+            extracted,
+        })
+    }
+
+    /// Greedy decoding of `n` bytes after `prefix`.
+    pub fn greedy(&self, prefix: &[u8], n: usize) -> Result<Vec<u8>, TrainError> {
+        let context = self.config.model.context;
+        let mut bytes = prefix.to_vec();
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            let start = bytes.len().saturating_sub(context);
+            let ids: Vec<u32> = bytes[start..].iter().map(|b| u32::from(*b)).collect();
+            if ids.is_empty() {
+                break;
+            }
+            let t = ids.len();
+            let logits = self
+                .model
+                .forward(&Tensor::from_vec(ids, (1, t), &Device::Cpu)?)?;
+            let last: Vec<f32> = logits.narrow(1, t - 1, 1)?.flatten_all()?.to_vec1()?;
+            let next = last
+                .iter()
+                .enumerate()
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .map_or(0, |(i, _)| i as u8);
+            bytes.push(next);
+            out.push(next);
+        }
+        Ok(out)
+    }
+
+    /// Records a failure and applies the policy's failure mode.
+    fn fail(
+        &mut self,
+        iteration: u64,
+        failure: Failure,
+        sink: &mut dyn RecordSink,
+    ) -> Result<Outcome, TrainError> {
+        self.counts.failures += 1;
+        let mode = self.policy.source.failure;
+        let mut halt = mode == FailureMode::Halt;
+        let mut why_halt = None;
+        if mode == FailureMode::Tolerance {
+            if let Some(tolerance) = self.policy.source.tolerance {
+                self.recent_failures.push_back(iteration);
+                while self
+                    .recent_failures
+                    .front()
+                    .is_some_and(|&f| f + tolerance.window <= iteration)
+                {
+                    self.recent_failures.pop_front();
+                }
+                if self.recent_failures.len() as u64 >= tolerance.failures {
+                    halt = true;
+                    why_halt = Some(format!(
+                        "{} failures within {} iterations",
+                        self.recent_failures.len(),
+                        tolerance.window
+                    ));
+                }
+            }
+        }
+        let sample = failure.sample.map(|idx| self.sample_json(idx));
+        let mut payload = json!({
+            "iteration": iteration,
+            "gate": failure.gate,
+            "detail": failure.detail,
+            "sample": sample,
+            "mode": mode,
+        });
+        if halt {
+            payload["action"] = json!("halt");
+            if let Some(why) = &why_halt {
+                payload["tolerance_exceeded"] = json!(why);
+            }
+            payload["param_digest"] = json!(hex32(&self.model.digest()?));
+            sink.append("train.failure", payload, self.policy.version())?;
+            sink.checkpoint()?;
+            let mut detail = failure.detail;
+            if let Some(s) = &sample {
+                detail = format!(
+                    "{detail}: sample {} line {} (sha256 {})",
+                    s["source"].as_str().unwrap_or("?"),
+                    s["line"],
+                    s["hash"].as_str().unwrap_or("?")
+                );
+            }
+            if let Some(why) = why_halt {
+                detail = format!("{detail} ({why})");
+            }
+            return Err(TrainError::Halted {
+                iteration,
+                gate: failure.gate.to_string(),
+                detail,
+            });
+        }
+        // Quarantine: roll back to the last admissible checkpoint, drop the batch, continue.
+        if let Some(idx) = failure.sample {
+            if failure.gate == "data" {
+                self.quarantined.insert(idx, iteration);
+            }
+        }
+        self.restore_snapshot()?;
+        payload["action"] = json!("quarantine");
+        payload["rolled_back_to"] = json!(self.snapshot.iteration);
+        payload["param_digest"] = json!(hex32(&self.model.digest()?));
+        sink.append("train.failure", payload, self.policy.version())?;
+        self.iteration = iteration;
+        match self.policy.source.lineage {
+            LineageCadence::Step => sink.checkpoint()?,
+            LineageCadence::Window { steps } if iteration % steps == 0 => sink.checkpoint()?,
+            LineageCadence::Window { .. } => {}
+        }
+        Ok(Outcome::Quarantined {
+            gate: failure.gate.to_string(),
+            detail: failure.detail,
+        })
+    }
+
+    fn restore_snapshot(&mut self) -> Result<(), TrainError> {
+        self.model.load(&self.snapshot.params)?;
+        let moments = self
+            .snapshot
+            .moments
+            .iter()
+            .map(|(k, m)| {
+                Ok((
+                    k.clone(),
+                    Moments {
+                        m: m.m.copy()?,
+                        v: m.v.copy()?,
+                        steps: m.steps,
+                    },
+                ))
+            })
+            .collect::<Result<BTreeMap<_, _>, TrainError>>()?;
+        self.optimizer.restore(moments)?;
+        self.last_update = self.snapshot.last_update.clone();
+        self.last_eval = self.snapshot.last_eval;
+        for (detector, state) in self.detectors.iter_mut().zip(&self.snapshot.detectors) {
+            detector.restore(state).map_err(TrainError::Checkpoint)?;
+        }
+        Ok(())
+    }
+
+    /// Takes an admissible checkpoint now: in memory (for quarantine) and, with a run
+    /// directory, on disk (atomic), then points `checkpoints/LATEST` at it.
+    pub fn checkpoint(&mut self) -> Result<(), TrainError> {
+        self.snapshot = Snapshot {
+            iteration: self.iteration,
+            params: self.model.tensors(),
+            moments: self.optimizer.snapshot()?,
+            last_update: self.last_update.clone(),
+            detectors: self.detectors.iter().map(|d| d.state()).collect(),
+            last_eval: self.last_eval,
+        };
+        let Some(run_dir) = &self.run_dir else {
+            return Ok(());
+        };
+        let dir = run_dir.join("checkpoints");
+        std::fs::create_dir_all(&dir).map_err(|e| TrainError::Io {
+            path: dir.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let mut tensors = BTreeMap::new();
+        for (name, t) in &self.snapshot.params {
+            tensors.insert(format!("param.{name}"), t.clone());
+        }
+        for (name, m) in &self.snapshot.moments {
+            tensors.insert(format!("adam.m.{name}"), m.m.clone());
+            tensors.insert(format!("adam.v.{name}"), m.v.clone());
+        }
+        let state = CheckpointState {
+            iteration: self.iteration,
+            adam_steps: self
+                .snapshot
+                .moments
+                .iter()
+                .map(|(k, m)| (k.clone(), m.steps))
+                .collect(),
+            last_update: self.last_update.clone(),
+            detectors: self.snapshot.detectors.clone(),
+            last_eval: self.last_eval,
+            quarantined: self.quarantined.clone(),
+            recent_failures: self.recent_failures.iter().copied().collect(),
+            counts: self.counts.clone(),
+            policy_versions: self.policy_versions.clone(),
+            config_digest: hex32(&self.config_digest),
+        };
+        let mut meta = BTreeMap::new();
+        meta.insert(
+            "warden.state".to_string(),
+            serde_json::to_string(&state).map_err(|e| TrainError::Internal(e.to_string()))?,
+        );
+        let name = format!("iter-{:08}.safetensors", self.iteration);
+        io::atomic_write(&dir.join(&name), &io::safetensors_bytes(&tensors, &meta)?)?;
+        let previous = std::fs::read_to_string(dir.join("LATEST")).ok();
+        io::atomic_write(&dir.join("LATEST"), name.as_bytes())?;
+        // Keep the latest two checkpoints; older ones are superseded.
+        if let Some(prev) = previous {
+            let prev = prev.trim().to_string();
+            if let Ok(listing) = std::fs::read_dir(&dir) {
+                for item in listing.flatten() {
+                    let file = item.file_name().to_string_lossy().into_owned();
+                    if file.starts_with("iter-") && file != name && file != prev {
+                        let _ = std::fs::remove_file(item.path());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Restores the state of the latest on-disk checkpoint of `run_dir` into a trainer built
+    /// from the run's config (the run continues from that iteration).
+    pub fn restore_latest(&mut self, run_dir: &Path) -> Result<u64, TrainError> {
+        let dir = run_dir.join("checkpoints");
+        let latest = std::fs::read_to_string(dir.join("LATEST")).map_err(|e| TrainError::Io {
+            path: dir.join("LATEST").display().to_string(),
+            reason: e.to_string(),
+        })?;
+        let path = dir.join(latest.trim());
+        let bytes = io::read(&path)?;
+        let origin = path.display().to_string();
+        let (tensors, meta) = io::read_safetensors(&bytes, &origin)?;
+        let state: CheckpointState = meta
+            .get("warden.state")
+            .and_then(|s| serde_json::from_str(s).ok())
+            .ok_or_else(|| {
+                TrainError::Checkpoint(format!("{origin}: missing or unreadable warden.state"))
+            })?;
+        if state.config_digest != hex32(&self.config_digest) {
+            return Err(TrainError::Checkpoint(format!(
+                "{origin}: written for config {} but the run config is {}",
+                state.config_digest,
+                hex32(&self.config_digest)
+            )));
+        }
+        let mut params = BTreeMap::new();
+        let mut moments = BTreeMap::new();
+        for name in self.model.vars().keys() {
+            let get = |key: String| {
+                tensors.get(&key).cloned().ok_or_else(|| {
+                    TrainError::Checkpoint(format!("{origin}: tensor {key} is missing"))
+                })
+            };
+            params.insert(name.clone(), get(format!("param.{name}"))?);
+            moments.insert(
+                name.clone(),
+                Moments {
+                    m: get(format!("adam.m.{name}"))?,
+                    v: get(format!("adam.v.{name}"))?,
+                    steps: state.adam_steps.get(name).copied().unwrap_or(0),
+                },
+            );
+        }
+        self.model.load(&params)?;
+        self.optimizer.restore(moments)?;
+        self.iteration = state.iteration;
+        self.last_update = state.last_update;
+        self.last_eval = state.last_eval;
+        self.quarantined = state.quarantined;
+        self.recent_failures = state.recent_failures.into_iter().collect();
+        self.counts = state.counts;
+        self.policy_versions = state.policy_versions;
+        if state.detectors.len() == self.detectors.len() {
+            for (detector, s) in self.detectors.iter_mut().zip(&state.detectors) {
+                detector
+                    .restore(s)
+                    .map_err(|e| TrainError::Checkpoint(format!("{origin}: {e}")))?;
+            }
+        }
+        self.snapshot = Snapshot {
+            iteration: self.iteration,
+            params: self.model.tensors(),
+            moments: self.optimizer.snapshot()?,
+            last_update: self.last_update.clone(),
+            detectors: self.detectors.iter().map(|d| d.state()).collect(),
+            last_eval: self.last_eval,
+        };
+        Ok(self.iteration)
+    }
+
+    /// One plain training step on the same batch iteration `iteration` would draw: no gates, no
+    /// routing, no records (the baseline of `warden bench train`).
+    pub fn ungoverned_step(&mut self, iteration: u64) -> Result<f32, TrainError> {
+        let draws = self.draw(iteration);
+        let windows: Vec<&[u8]> = draws
+            .iter()
+            .map(|&(idx, offset, len)| &self.pool[idx].text.as_bytes()[offset..offset + len])
+            .collect();
+        let batch = encode(&windows, self.config.model.context)?;
+        let loss = self
+            .model
+            .per_sample_loss(&batch.inputs, &batch.targets, &batch.mask)?
+            .mean_all()?;
+        let grads = loss.backward()?;
+        let vars: Vec<(String, candle_core::Var)> = self
+            .model
+            .vars()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (name, var) in vars {
+            if let Some(grad) = grads.get(var.as_tensor()) {
+                self.optimizer.step_var(&name, &var, grad)?;
+            }
+        }
+        self.iteration = iteration;
+        Ok(loss.to_scalar::<f32>()?)
+    }
+
+    /// The current parameters as safetensors bytes (`model.safetensors`).
+    pub fn model_bytes(&self) -> Result<Vec<u8>, TrainError> {
+        let mut meta = BTreeMap::new();
+        meta.insert("format".to_string(), "pt".to_string());
+        meta.insert(
+            "warden.model".to_string(),
+            serde_json::to_string(&self.config.model).unwrap_or_default(),
+        );
+        io::safetensors_bytes(&self.model.tensors(), &meta)
+    }
+}
+
+/// One canary's exposure measurement.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CanaryExposure {
+    pub rank: usize,
+    pub candidates: usize,
+    pub exposure: f64,
+    pub extracted: bool,
+}
+
+#[cfg(test)]
+mod tests;
