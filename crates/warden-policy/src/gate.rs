@@ -114,6 +114,7 @@ pub struct Stats {
 /// Evidence that all three checks were proven. Only [`prove`] constructs one.
 #[derive(Debug, Clone)]
 pub struct Proof {
+    digest: [u8; 32],
     witness: Vec<(String, serde_json::Value)>,
     stats: Stats,
     bound: Bound,
@@ -122,6 +123,11 @@ pub struct Proof {
 }
 
 impl Proof {
+    /// The digest of the bundle this proof is about.
+    pub fn bundle_digest(&self) -> [u8; 32] {
+        self.digest
+    }
+
     /// A satisfying assignment of every attribute (check 1's model).
     pub fn witness(&self) -> &[(String, serde_json::Value)] {
         &self.witness
@@ -389,6 +395,7 @@ pub fn prove(bundle: &Bundle, bound: &Bound) -> Result<Proof, Box<Rejection>> {
         .map(|(attr, value)| (attr.name.clone(), attr.json_value(*value)))
         .collect();
     Ok(Proof {
+        digest: bundle.digest(),
         witness,
         stats,
         bound: *bound,

@@ -17,13 +17,18 @@
 
 pub mod bundle;
 mod encode;
+pub mod eval;
 pub mod gate;
 pub mod generate;
+pub mod records;
+pub mod signing;
 pub mod syntax;
 pub mod types;
 
 pub use bundle::{Bundle, Category, Predicate, Weight};
+pub use eval::{evaluate, AdmittedBundle, Transition, Verdict};
 pub use gate::{prove, Bound, Check, Proof, Rejection};
+pub use signing::{admit, check_succession, VerifiedBundle};
 
 /// Errors from parsing, admitting, signing and loading bundles.
 #[derive(Debug, thiserror::Error)]
