@@ -1,21 +1,785 @@
-//! Placeholder being replaced by its owner in this session: the CLI for this command group.
+//! `warden policy …`: check, admit and evaluate policy bundles; `warden bench policy`; the demo's
+//! policy stage.
+//!
+//! An output directory holds one bundle's admitted history: `bundle.admitted.json` (the head, a
+//! signed envelope), `history/vN.admitted.json` (every admitted version) and
+//! `bundle.canonical.toml` (the head's canonical text, for reading).
 
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use anyhow::Context as _;
 use clap::{Args, Subcommand};
+use warden_keys::{Role, SigningKey, TrustStore};
+use warden_lineage::RecordDraft;
+use warden_policy::gate::Finding;
+use warden_policy::records::{self, ADMISSION_KIND, REJECTION_KIND};
+use warden_policy::signing::{self, SignedBundle};
+use warden_policy::{evaluate, prove, AdmittedBundle, Bound, Bundle, Verdict, VerifiedBundle};
+use warden_store::{fs, Lineage, StoreOptions};
+
+/// The head of an output directory.
+const HEAD_FILE: &str = "bundle.admitted.json";
+
+/// Solver bound flags, shared by `check` and `admit`.
+#[derive(Args, Clone, Copy)]
+pub struct BoundArgs {
+    /// Depth bound: total solver conflicts allowed for the whole admission.
+    #[arg(long, default_value_t = Bound::default().max_conflicts)]
+    pub max_conflicts: u64,
+    /// Depth bound: refinement rounds allowed for the no-stranded-context check.
+    #[arg(long, default_value_t = Bound::default().max_refinements)]
+    pub max_refinements: u32,
+}
+
+impl BoundArgs {
+    fn bound(self) -> Bound {
+        Bound {
+            max_conflicts: self.max_conflicts,
+            max_refinements: self.max_refinements,
+        }
+    }
+}
 
 #[derive(Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Parse a bundle and run the three admission checks; sign and record nothing.
+    Check {
+        bundle: PathBuf,
+        #[command(flatten)]
+        bound: BoundArgs,
+    },
+    /// Prove a bundle and, if all checks hold, sign it as the policy authority into DIR.
+    Admit {
+        bundle: PathBuf,
+        /// The policy-authority private key file.
+        #[arg(long)]
+        key: PathBuf,
+        /// The output directory (one bundle's admitted history).
+        #[arg(long)]
+        out: PathBuf,
+        /// The lineage to record the admission or rejection in (created if missing).
+        #[arg(long)]
+        lineage: Option<PathBuf>,
+        /// Trust file: the key must be trusted as policy-authority, and so must the signer of
+        /// the version already in DIR (default: trust only the signing key).
+        #[arg(long)]
+        trust: Option<PathBuf>,
+        /// Required to resubmit a bundle digest the lineage already rejected: what was revisited.
+        #[arg(long)]
+        acknowledge: Option<String>,
+        #[command(flatten)]
+        bound: BoundArgs,
+    },
+    /// Evaluate one transition against an admitted bundle (DIR or its envelope file).
+    Eval {
+        admitted: PathBuf,
+        /// Trust file; the bundle's signer must be trusted as policy-authority.
+        #[arg(long)]
+        trust: PathBuf,
+        /// Attribute values, `name=value` (sets: comma-separated elements, may be empty).
+        #[arg(long = "set", value_name = "NAME=VALUE")]
+        set: Vec<String>,
+    },
+    /// Print an admitted bundle's statement: version, proof summary, signer.
+    Show {
+        admitted: PathBuf,
+        #[arg(long)]
+        trust: PathBuf,
+    },
+}
 
 #[derive(Args)]
-pub struct BenchArgs {}
+pub struct BenchArgs {
+    /// Admission is timed on generated consistent bundles of these sizes.
+    #[arg(long, value_delimiter = ',', default_value = "10,100,1000")]
+    pub sizes: Vec<usize>,
+    /// Admissions timed per size (the median is printed).
+    #[arg(long, default_value_t = 5)]
+    pub repeats: usize,
+    /// Size of the bundle used for the evaluation benchmark.
+    #[arg(long, default_value_t = 100)]
+    pub eval_predicates: usize,
+    /// Timing samples for evaluation (each times a batch of 1,000 transitions).
+    #[arg(long, default_value_t = 300)]
+    pub eval_samples: usize,
+}
 
 pub fn run(command: Command) -> anyhow::Result<()> {
-    match command {}
+    match command {
+        Command::Check { bundle, bound } => {
+            let parsed = read_bundle(&bundle)?;
+            let started = Instant::now();
+            let outcome = prove(&parsed, &bound.bound());
+            let elapsed = started.elapsed();
+            match outcome {
+                Ok(proof) => {
+                    println!(
+                        "{}: bundle `{}` version {} passes all checks ({} predicates, {:.1} ms)",
+                        bundle.display(),
+                        parsed.name,
+                        parsed.version,
+                        parsed.predicates.len(),
+                        elapsed.as_secs_f64() * 1e3
+                    );
+                    for (check, line) in proof.check_lines() {
+                        println!("  {check:<20} {line}");
+                    }
+                    println!(
+                        "  prover: {} (bound: {})",
+                        warden_policy::gate::PROVER,
+                        proof.bound()
+                    );
+                    Ok(())
+                }
+                Err(rejection) => {
+                    print_rejection(&rejection);
+                    anyhow::bail!("{}: rejected: {rejection}", bundle.display())
+                }
+            }
+        }
+        Command::Admit {
+            bundle,
+            key,
+            out,
+            lineage,
+            trust,
+            acknowledge,
+            bound,
+        } => {
+            let key = Arc::new(fs::load_signing_key(&key)?);
+            let trust = match trust {
+                Some(path) => fs::load_trust(&path)?,
+                None => {
+                    let mut implicit = TrustStore::new();
+                    implicit.add(Role::PolicyAuthority, key.public().clone());
+                    implicit
+                }
+            };
+            let lineage = match lineage {
+                Some(dir) => Some(Lineage::open_or_create(
+                    &dir,
+                    StoreOptions::new("warden.policy"),
+                )?),
+                None => None,
+            };
+            let request = AdmitRequest {
+                bundle_path: &bundle,
+                key: &key,
+                trust: &trust,
+                out: &out,
+                lineage: lineage.as_ref(),
+                acknowledge: acknowledge.as_deref(),
+                bound: bound.bound(),
+            };
+            let outcome = admit_bundle(&request);
+            if let Some(lineage) = &lineage {
+                lineage.close()?;
+            }
+            match outcome? {
+                Admission::Admitted(signed) => {
+                    print_admission(&signed, &out);
+                    Ok(())
+                }
+                Admission::Rejected(message) => {
+                    anyhow::bail!("{}: rejected: {message}", bundle.display())
+                }
+            }
+        }
+        Command::Eval {
+            admitted,
+            trust,
+            set,
+        } => {
+            let trust = fs::load_trust(&trust)?;
+            let bundle = load_admitted(&admitted, &trust)?;
+            let mut builder = bundle.transition();
+            for item in &set {
+                let (name, value) = item
+                    .split_once('=')
+                    .with_context(|| format!("--set {item}: expected NAME=VALUE"))?;
+                builder = builder.set(name.trim(), value.trim())?;
+            }
+            let transition = builder.build()?;
+            let verdict = evaluate(&bundle, &transition);
+            println!("{}", describe_verdict(&verdict));
+            Ok(())
+        }
+        Command::Show { admitted, trust } => {
+            let trust = fs::load_trust(&trust)?;
+            let bundle = load_admitted(&admitted, &trust)?;
+            let statement = bundle.verified().statement();
+            println!(
+                "bundle:      {} version {}",
+                statement.name, statement.version
+            );
+            println!("version id:  {}", statement.version_id);
+            if let Some(succeeds) = statement.succeeds {
+                println!("succeeds:    version {succeeds}");
+            }
+            println!("digest:      {}", statement.digest);
+            println!("admitted at: {}", statement.admitted_at);
+            println!(
+                "signer:      {} (policy-authority, verified)",
+                statement.signer
+            );
+            println!(
+                "prover:      {} (bound: {})",
+                statement.proof.prover, statement.proof.bound
+            );
+            for (check, line) in &statement.proof.checks {
+                println!("  {check:<20} {line}");
+            }
+            let witness: Vec<String> = statement
+                .proof
+                .witness
+                .iter()
+                .map(|(k, v)| format!("{k} = {v}"))
+                .collect();
+            println!("witness:     {}", witness.join(", "));
+            if let Some(ack) = &statement.acknowledge {
+                println!("acknowledged: {ack}");
+            }
+            Ok(())
+        }
+    }
 }
 
-pub fn bench(_args: BenchArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not built yet")
+fn read_bundle(path: &Path) -> anyhow::Result<Bundle> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read", path.display()))?;
+    Ok(Bundle::parse(&text, &path.display().to_string())?)
 }
 
-pub fn demo_stage(_ctx: &mut super::demo::DemoContext) -> anyhow::Result<()> {
+/// Loads and verifies an admitted bundle from its directory or envelope file.
+pub fn load_admitted(path: &Path, trust: &TrustStore) -> anyhow::Result<AdmittedBundle> {
+    let file = if path.is_dir() {
+        path.join(HEAD_FILE)
+    } else {
+        path.to_path_buf()
+    };
+    let bytes = std::fs::read(&file).with_context(|| format!("{}: cannot read", file.display()))?;
+    Ok(AdmittedBundle::load(
+        &bytes,
+        &file.display().to_string(),
+        trust,
+    )?)
+}
+
+fn describe_verdict(verdict: &Verdict<'_>) -> String {
+    match verdict {
+        Verdict::Admit => "admit".to_string(),
+        Verdict::Reject(v) if v.total() == 0 => {
+            "reject (transition does not belong to this bundle)".to_string()
+        }
+        Verdict::Reject(v) | Verdict::Decompose(v) => {
+            let ids: Vec<&str> = v.ids().collect();
+            let more = v.total().saturating_sub(ids.len());
+            let more = if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            };
+            format!("{}: {}{more}", verdict.as_str(), ids.join(", "))
+        }
+    }
+}
+
+fn print_rejection(rejection: &warden_policy::Rejection) {
+    println!("rejected by the {} check", rejection.check);
+    match &rejection.finding {
+        Finding::Refuted {
+            predicate,
+            core,
+            core_minimal,
+            counterexample,
+        } => {
+            if let Some(p) = predicate {
+                println!("  dead precondition:  {p}");
+            }
+            println!(
+                "  {}: {}",
+                if *core_minimal {
+                    "minimal core"
+                } else {
+                    "core (not minimal)"
+                },
+                core.join(", ")
+            );
+            if !counterexample.is_empty() {
+                let ctx: Vec<String> = counterexample
+                    .iter()
+                    .map(|(a, v)| format!("{a} = {v}"))
+                    .collect();
+                println!("  counterexample context: {}", ctx.join(", "));
+            }
+        }
+        Finding::Undecided { detail } => {
+            println!("  undecided: {detail} (bound: {})", rejection.bound)
+        }
+    }
+}
+
+fn print_admission(signed: &SignedBundle, out: &Path) {
+    let s = &signed.statement;
+    println!(
+        "admitted {} ({} predicates) into {}",
+        s.version_id,
+        count_predicates(&s.canonical_text),
+        out.display()
+    );
+    for (check, line) in &s.proof.checks {
+        println!("  {check:<20} {line}");
+    }
+    println!("  signed by {} at {}", s.signer, s.admitted_at);
+}
+
+fn count_predicates(canonical: &str) -> usize {
+    canonical.matches("[[predicate]]").count()
+}
+
+/// Everything an admission needs.
+pub struct AdmitRequest<'a> {
+    pub bundle_path: &'a Path,
+    pub key: &'a Arc<SigningKey>,
+    pub trust: &'a TrustStore,
+    pub out: &'a Path,
+    pub lineage: Option<&'a Lineage>,
+    pub acknowledge: Option<&'a str>,
+    pub bound: Bound,
+}
+
+/// The gate's answer: admitted (signed and written), or rejected by a check (recorded).
+pub enum Admission {
+    Admitted(Box<SignedBundle>),
+    Rejected(String),
+}
+
+/// Parses, checks succession and resubmission, proves, signs, writes and records. Refusals
+/// before the gate (parse errors, untrusted keys, version order, unacknowledged resubmission)
+/// are errors; the gate's rejections are recorded in the lineage and returned.
+pub fn admit_bundle(request: &AdmitRequest<'_>) -> anyhow::Result<Admission> {
+    let key = request.key;
+    if key.role() != Role::PolicyAuthority {
+        anyhow::bail!(
+            "{}: key {} has role {}, expected policy-authority",
+            request.bundle_path.display(),
+            key.key_ref(),
+            key.role()
+        );
+    }
+    request
+        .trust
+        .trusted_for(&key.key_ref(), Role::PolicyAuthority)
+        .with_context(|| "the signing key is refused")?;
+    let bundle = read_bundle(request.bundle_path)?;
+
+    // What has been admitted before: the lineage's records and the directory's verified head.
+    let records = match request.lineage {
+        Some(lineage) => lineage.read_range(0..lineage.len())?,
+        None => Vec::new(),
+    };
+    let views = || {
+        records
+            .iter()
+            .map(|r| (r.record.seq, r.record.kind.as_str(), &r.record.payload))
+    };
+    records::check_resubmission(views(), &bundle, request.acknowledge)?;
+    let head_path = request.out.join(HEAD_FILE);
+    let dir_head = if head_path.exists() {
+        let bytes = std::fs::read(&head_path)
+            .with_context(|| format!("{}: cannot read", head_path.display()))?;
+        let head = VerifiedBundle::verify(&bytes, &head_path.display().to_string(), request.trust)
+            .context(
+                "the admitted head in the output directory does not verify; refusing to succeed it",
+            )?;
+        if head.statement().name != bundle.name {
+            anyhow::bail!(
+                "{} holds bundle `{}`, not `{}`: use another --out",
+                request.out.display(),
+                head.statement().name,
+                bundle.name
+            );
+        }
+        Some(head.statement().version)
+    } else {
+        None
+    };
+    let head = dir_head.max(records::admitted_head(views(), &bundle.name));
+    signing::check_succession(&bundle, head)?;
+
+    match prove(&bundle, &request.bound) {
+        Err(rejection) => {
+            print_rejection(&rejection);
+            if let Some(lineage) = request.lineage {
+                let payload = records::rejection_payload(&bundle, &rejection, request.acknowledge);
+                let draft = RecordDraft::new(REJECTION_KIND, serde_json::to_value(&payload)?)
+                    .with_policy_version(signing::version_id(
+                        &bundle.name,
+                        bundle.version,
+                        &bundle.digest_hex(),
+                    ));
+                let appended = lineage.append(draft, key)?;
+                println!(
+                    "  recorded as lineage record {} ({REJECTION_KIND})",
+                    appended.index
+                );
+            }
+            Ok(Admission::Rejected(rejection.to_string()))
+        }
+        Ok(proof) => {
+            let signed =
+                signing::admit(&bundle, &proof, key, SystemTime::now(), request.acknowledge)?;
+            let history = request.out.join("history");
+            std::fs::create_dir_all(&history)
+                .with_context(|| format!("{}: cannot create", history.display()))?;
+            fs::atomic_write(
+                &history.join(format!("v{}.admitted.json", bundle.version)),
+                signed.to_bytes(),
+            )?;
+            if let Some(lineage) = request.lineage {
+                let payload = records::admission_payload(&signed);
+                let draft = RecordDraft::new(ADMISSION_KIND, serde_json::to_value(&payload)?)
+                    .with_policy_version(signed.statement.version_id.clone());
+                let appended = lineage.append(draft, key)?;
+                println!(
+                    "recorded as lineage record {} ({ADMISSION_KIND})",
+                    appended.index
+                );
+            }
+            fs::atomic_write(
+                &request.out.join("bundle.canonical.toml"),
+                signed.statement.canonical_text.as_bytes(),
+            )?;
+            // The head moves last: a crash before this leaves the previous head in place.
+            fs::atomic_write(&head_path, signed.to_bytes())?;
+            Ok(Admission::Admitted(Box::new(signed)))
+        }
+    }
+}
+
+fn median(mut samples: Vec<f64>) -> f64 {
+    samples.sort_by(|a, b| a.total_cmp(b));
+    samples.get(samples.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    println!(
+        "policy admission (generated consistent bundles; median of {} runs)",
+        args.repeats
+    );
+    println!(
+        "  {:>10} {:>12} {:>10} {:>10} {:>10} {:>8}",
+        "predicates", "admit ms", "vars", "clauses", "calls", "rounds"
+    );
+    let mut at_1000 = None;
+    for &n in &args.sizes {
+        let text = warden_policy::generate::consistent_bundle("bench", n, 42);
+        let bundle = Bundle::parse(&text, "generated")?;
+        let mut times = Vec::new();
+        let mut stats = None;
+        for _ in 0..args.repeats.max(1) {
+            let started = Instant::now();
+            let proof = prove(&bundle, &Bound::default())
+                .map_err(|r| anyhow::anyhow!("generated bundle rejected: {r}"))?;
+            times.push(started.elapsed().as_secs_f64() * 1e3);
+            stats = Some(proof.stats());
+        }
+        let ms = median(times);
+        if n == 1000 {
+            at_1000 = Some(ms);
+        }
+        if let Some(s) = stats {
+            println!(
+                "  {n:>10} {ms:>12.2} {:>10} {:>10} {:>10} {:>8}",
+                s.n_vars, s.n_clauses, s.solver_calls, s.refinements
+            );
+        }
+    }
+    if let Some(ms) = at_1000 {
+        println!(
+            "  admission of 1,000 predicates: {ms:.1} ms (target <= 1000 ms: {})",
+            if ms <= 1000.0 { "met" } else { "MISSED" }
+        );
+    }
+
+    // Evaluation: a signed, verified, compiled bundle, judged on pre-built random transitions.
+    let text = warden_policy::generate::consistent_bundle("bench-eval", args.eval_predicates, 7);
+    let bundle = Bundle::parse(&text, "generated")?;
+    let proof = prove(&bundle, &Bound::default())
+        .map_err(|r| anyhow::anyhow!("generated bundle rejected: {r}"))?;
+    let key = SigningKey::generate(Role::PolicyAuthority, "bench.policy")?;
+    let signed = signing::admit(&bundle, &proof, &key, SystemTime::now(), None)?;
+    let mut trust = TrustStore::new();
+    trust.add(Role::PolicyAuthority, key.public().clone());
+    let admitted = AdmittedBundle::load(signed.to_bytes(), "bench", &trust)?;
+    let transitions = random_transitions(&admitted, 1024)?;
+    let mut verdicts = [0usize; 3];
+    let batch = 1000;
+    let mut samples = Vec::with_capacity(args.eval_samples);
+    let mut cursor = 0;
+    for _ in 0..args.eval_samples.max(1) {
+        let started = Instant::now();
+        for _ in 0..batch {
+            let verdict = evaluate(
+                &admitted,
+                std::hint::black_box(&transitions[cursor % transitions.len()]),
+            );
+            verdicts[match verdict {
+                Verdict::Admit => 0,
+                Verdict::Reject(_) => 1,
+                Verdict::Decompose(_) => 2,
+            }] += 1;
+            cursor += 1;
+        }
+        samples.push(started.elapsed().as_secs_f64() * 1e9 / batch as f64);
+    }
+    let mut sorted = samples.clone();
+    sorted.sort_by(|a, b| a.total_cmp(b));
+    let p99 = sorted
+        .get(sorted.len() * 99 / 100)
+        .copied()
+        .unwrap_or(f64::NAN);
+    let med = median(samples);
+    println!(
+        "\npolicy evaluation ({} predicates, {} transitions; verdicts admit/reject/decompose = {}/{}/{})",
+        args.eval_predicates, cursor, verdicts[0], verdicts[1], verdicts[2]
+    );
+    println!(
+        "  median {med:.0} ns/transition, p99 {p99:.0} ns (target <= 2000 ns: {})",
+        if med <= 2000.0 { "met" } else { "MISSED" }
+    );
+    Ok(())
+}
+
+/// Deterministic pseudo-random transitions over the bundle's vocabulary: random contexts; for
+/// half of them the outputs are the admission witness's (which mostly pass), for the other half
+/// random (which mostly fail), so every verdict and both evaluation paths are exercised.
+fn random_transitions(
+    bundle: &AdmittedBundle,
+    n: usize,
+) -> anyhow::Result<Vec<warden_policy::Transition>> {
+    use warden_policy::types::AttrType;
+    let vocab = &bundle.verified().bundle().vocabulary;
+    let witness = &bundle.verified().statement().proof.witness;
+    let mut state = 0x5eed_u64;
+    let mut next = move || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        state >> 33
+    };
+    let mut out = Vec::with_capacity(n);
+    for idx in 0..n {
+        let mut builder = bundle.transition();
+        for attr in &vocab.attributes {
+            let r = next();
+            let from_witness = match witness.get(&attr.name) {
+                Some(value) if idx % 2 == 0 && !attr.context => Some(value),
+                _ => None,
+            };
+            let value = match (&attr.ty, from_witness) {
+                (_, Some(serde_json::Value::String(text))) => text.clone(),
+                (_, Some(serde_json::Value::Number(number))) => number.to_string(),
+                (_, Some(serde_json::Value::Array(items))) => items
+                    .iter()
+                    .filter_map(|item| item.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                (ty, _) => match ty {
+                    AttrType::Enum(values) => values[(r % values.len() as u64) as usize].clone(),
+                    AttrType::Int { lo, hi } => {
+                        let span = ((hi - lo) as u64 / if attr.context { 1 } else { 8 }).max(1);
+                        (lo + (r % (span + 1)) as i64).to_string()
+                    }
+                    AttrType::Set(elements) => elements
+                        .iter()
+                        .enumerate()
+                        .filter(|(i, _)| (r >> i) & 1 == 1 && r % 4 == 0)
+                        .map(|(_, e)| e.as_str())
+                        .collect::<Vec<_>>()
+                        .join(","),
+                },
+            };
+            builder = builder.set(&attr.name, &value)?;
+        }
+        out.push(builder.build()?);
+    }
+    Ok(out)
+}
+
+/// The demo's sample bundle: the issue's example, extended.
+const SAMPLE: &str = r#"# The support assistant's policy: who may get what, and what no output may contain.
+[bundle]
+name = "support-assistant"
+version = 1
+
+[vocabulary]
+"caller.tier"    = { enum = ["anonymous", "free", "verified", "internal"], context = true }
+"caller.trust"   = { int = [0, 100], context = true }
+"request.domain" = { enum = ["general", "medical", "legal"], context = true }
+"output.tokens"  = { int = [0, 8192] }
+"output.classes" = { set = ["pii", "medical-advice", "violence"] }
+"output.verbatim_run" = { int = [0, 8192] }
+
+[[predicate]]
+id = "structural.max-length"
+category = "structural"
+require = "output.tokens <= 1024"
+
+[[predicate]]
+id = "safety.no-pii"
+category = "safety"
+require = "not (output.classes contains 'pii')"
+
+[[predicate]]
+id = "safety.no-violence"
+category = "safety"
+require = "not (output.classes contains 'violence')"
+
+[[predicate]]
+id = "domain.medical-needs-verified"
+category = "domain"
+weight = "advisory"
+when = "request.domain == 'medical'"
+require = "caller.tier in ['verified', 'internal'] or output.tokens <= 64"
+
+[[predicate]]
+id = "domain.advice-only-in-medical"
+category = "domain"
+when = "output.classes contains 'medical-advice'"
+require = "request.domain == 'medical' and caller.tier != 'anonymous'"
+
+[[predicate]]
+id = "task.anonymous-short"
+category = "task"
+when = "caller.tier == 'anonymous'"
+require = "output.tokens <= 256"
+
+[[predicate]]
+id = "task.verbatim-cap"
+category = "task"
+require = "output.verbatim_run * 4 <= output.tokens + 200 - caller.trust"
+"#;
+
+pub fn demo_stage(ctx: &mut super::demo::DemoContext) -> anyhow::Result<()> {
+    super::demo::heading("policy: admit a bundle, reject contradictory ones, evaluate transitions");
+    let dir = ctx.dir.join("policy");
+    std::fs::create_dir_all(&dir).with_context(|| format!("{}: cannot create", dir.display()))?;
+    let sample_path = dir.join("support-assistant.toml");
+    fs::atomic_write(&sample_path, SAMPLE.as_bytes())?;
+    let out = dir.join("admitted");
+    let request = |path: &Path, ack: Option<&'static str>| -> anyhow::Result<Admission> {
+        admit_bundle(&AdmitRequest {
+            bundle_path: path,
+            key: &ctx.keys.policy,
+            trust: &ctx.trust,
+            out: &out,
+            lineage: Some(&ctx.lineage),
+            acknowledge: ack,
+            bound: Bound::default(),
+        })
+    };
+    println!(
+        "$ warden policy admit {} --key {} --out {}",
+        sample_path.display(),
+        ctx.key_paths.policy.display(),
+        out.display()
+    );
+    match request(&sample_path, None)? {
+        Admission::Admitted(signed) => print_admission(&signed, &out),
+        Admission::Rejected(message) => {
+            anyhow::bail!("the demo's sample bundle was rejected: {message}")
+        }
+    }
+
+    // Version 2 adds a minimum length that contradicts the structural maximum.
+    let contradictory = SAMPLE.replace("version = 1", "version = 2\nsucceeds = 1")
+        + "\n[[predicate]]\nid = \"task.thorough-answers\"\ncategory = \"task\"\nrequire = \"output.tokens >= 2048\"\n";
+    let contradictory_path = dir.join("contradictory.toml");
+    fs::atomic_write(&contradictory_path, contradictory.as_bytes())?;
+    println!(
+        "\n$ warden policy admit {} ...   (adds `output.tokens >= 2048`)",
+        contradictory_path.display()
+    );
+    if let Admission::Admitted(_) = request(&contradictory_path, None)? {
+        anyhow::bail!("a contradictory bundle was admitted");
+    }
+    println!(
+        "\n$ warden policy admit {} ...   (again, unchanged)",
+        contradictory_path.display()
+    );
+    match request(&contradictory_path, None) {
+        Err(err) => println!("refused: {err:#}"),
+        Ok(_) => {
+            anyhow::bail!("an unchanged rejected bundle was resubmitted without --acknowledge")
+        }
+    }
+
+    // Version 2 again, with a context nobody can serve: anonymous legal requests.
+    let stranded = SAMPLE.replace("version = 1", "version = 2\nsucceeds = 1")
+        + "\n[[predicate]]\nid = \"domain.legal-needs-citations\"\ncategory = \"domain\"\nwhen = \"request.domain == 'legal'\"\nrequire = \"output.tokens >= 300\"\n";
+    let stranded_path = dir.join("stranded.toml");
+    fs::atomic_write(&stranded_path, stranded.as_bytes())?;
+    println!(
+        "\n$ warden policy admit {} ...   (legal answers need >= 300 tokens)",
+        stranded_path.display()
+    );
+    if let Admission::Admitted(_) = request(&stranded_path, None)? {
+        anyhow::bail!("a bundle with a stranded context was admitted");
+    }
+
+    println!("\n$ warden policy eval {} --set ...", out.display());
+    let admitted = load_admitted(&out, &ctx.trust)?;
+    let cases: [(&str, &[(&str, &str)]); 4] = [
+        (
+            "verified medical answer, 400 tokens",
+            &[
+                ("caller.tier", "verified"),
+                ("request.domain", "medical"),
+                ("output.tokens", "400"),
+                ("output.classes", "medical-advice"),
+            ],
+        ),
+        (
+            "free medical answer, 400 tokens",
+            &[
+                ("caller.tier", "free"),
+                ("request.domain", "medical"),
+                ("output.tokens", "400"),
+                ("output.classes", ""),
+            ],
+        ),
+        (
+            "general answer leaking pii",
+            &[
+                ("caller.tier", "internal"),
+                ("request.domain", "general"),
+                ("output.tokens", "120"),
+                ("output.classes", "pii"),
+            ],
+        ),
+        (
+            "anonymous, 5000 tokens",
+            &[
+                ("caller.tier", "anonymous"),
+                ("request.domain", "general"),
+                ("output.tokens", "5000"),
+                ("output.classes", ""),
+            ],
+        ),
+    ];
+    for (label, values) in cases {
+        let mut builder = admitted
+            .transition()
+            .set("caller.trust", "60")?
+            .set("output.verbatim_run", "10")?;
+        for (name, value) in values {
+            builder = builder.set(name, value)?;
+        }
+        let verdict = evaluate(&admitted, &builder.build()?);
+        println!("  {label:<40} -> {}", describe_verdict(&verdict));
+    }
     Ok(())
 }
