@@ -248,10 +248,11 @@ impl PublicKey {
             what: "verifier key",
             reason: reason.to_string(),
         };
-        let mut parts = text.rsplitn(3, '+');
-        let data = parts.next().ok_or_else(|| malformed("missing key data"))?;
-        let hash = parts.next().ok_or_else(|| malformed("missing key hash"))?;
+        // Split from the left: names cannot contain '+', base64 key data can.
+        let mut parts = text.splitn(3, '+');
         let name = parts.next().ok_or_else(|| malformed("missing key name"))?;
+        let hash = parts.next().ok_or_else(|| malformed("missing key hash"))?;
+        let data = parts.next().ok_or_else(|| malformed("missing key data"))?;
         let claimed: KeyId = hash.parse()?;
         let raw = BASE64
             .decode(data)
@@ -393,10 +394,11 @@ impl SigningKey {
             .signer
             .strip_prefix("PRIVATE+KEY+")
             .ok_or_else(|| malformed("does not start with PRIVATE+KEY+"))?;
-        let mut parts = rest.rsplitn(3, '+');
-        let data = parts.next().ok_or_else(|| malformed("missing key data"))?;
-        let hash = parts.next().ok_or_else(|| malformed("missing key hash"))?;
+        // Split from the left: names cannot contain '+', base64 key data can.
+        let mut parts = rest.splitn(3, '+');
         let name = parts.next().ok_or_else(|| malformed("missing key name"))?;
+        let hash = parts.next().ok_or_else(|| malformed("missing key hash"))?;
+        let data = parts.next().ok_or_else(|| malformed("missing key data"))?;
         let claimed: KeyId = hash.parse()?;
         let raw = BASE64
             .decode(data)
@@ -589,6 +591,18 @@ mod tests {
             SigningKey::from_file_text(&tampered),
             Err(KeyError::IdMismatch { .. })
         ));
+    }
+
+    /// Regression: base64 key data often contains '+'; keys must still parse (split from the left).
+    #[test]
+    fn key_text_round_trips_for_many_keys() {
+        for i in 0..200u8 {
+            let key = SigningKey::from_seed(Role::TrainingAuthority, "k", &[i; 32]).unwrap();
+            let back = PublicKey::parse_verifier(&key.public().verifier_string()).unwrap();
+            assert_eq!(&back, key.public());
+            let file = SigningKey::from_file_text(&key.to_file_text()).unwrap();
+            assert_eq!(file.id(), key.id());
+        }
     }
 
     #[test]

@@ -78,10 +78,8 @@ pub fn load_signing_key(path: &Path) -> Result<SigningKey, StoreError> {
 /// Loads a trust file.
 pub fn load_trust(path: &Path) -> Result<TrustStore, StoreError> {
     let text = read_to_string(path)?;
-    TrustStore::parse(&text, &path.display().to_string()).map_err(|e| StoreError::Key {
-        path: path.display().to_string(),
-        source: e,
-    })
+    // The parse error already names the file.
+    TrustStore::parse(&text, &path.display().to_string()).map_err(StoreError::Trust)
 }
 
 #[cfg(test)]

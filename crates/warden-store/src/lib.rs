@@ -53,11 +53,13 @@ pub enum StoreError {
         #[source]
         source: KeyError,
     },
+    #[error("{0}")]
+    Trust(KeyError),
     #[error("{path}: not a Warden lineage: {reason}")]
     NotALineage { path: String, reason: String },
     #[error("{path}: a lineage already exists here")]
     Exists { path: String },
-    #[error("{path}: the lineage is damaged and was not opened for appending: {cause}")]
+    #[error("{path}: the lineage is damaged: {cause}")]
     Damaged { path: String, cause: VerifyError },
     #[error("record for kind `{kind}`: {source}")]
     Record {
