@@ -28,6 +28,10 @@ pub struct EvalRequest {
     /// Random same-format candidates per canary for the exposure rank.
     #[serde(default = "default_candidates")]
     pub candidates: usize,
+    /// `canaries.json` of the corpus (`[{"secret", "format", ...}]`) for `canary-exposure`
+    /// (relative paths: relative to the config file).
+    #[serde(default)]
+    pub canaries: Option<PathBuf>,
 }
 
 fn default_max_samples() -> usize {
@@ -62,6 +66,13 @@ impl TrainConfig {
         })?;
         if config.corpus.is_relative() {
             config.corpus = base_dir.join(&config.corpus);
+        }
+        if let Some(eval) = &mut config.eval {
+            if let Some(path) = &eval.canaries {
+                if path.is_relative() {
+                    eval.canaries = Some(base_dir.join(path));
+                }
+            }
         }
         config.validate()?;
         Ok(config)

@@ -1,12 +1,16 @@
 //! warden-train: the governed training loop — model, optimizer, gates, detectors, manifest.
 
+pub mod admitted;
 pub mod config;
 pub mod data;
 pub mod detect;
 pub mod io;
+pub mod lineage;
+pub mod manifest;
 pub mod model;
 pub mod optim;
 pub mod policy;
+pub mod run;
 pub mod trainer;
 
 #[derive(Debug, thiserror::Error)]

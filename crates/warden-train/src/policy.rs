@@ -374,16 +374,20 @@ impl ResolvedPolicy {
         self.depths.get_key_value(name).map(|(k, _)| k.as_str())
     }
 
-    /// Whether every license id in an SPDX expression is allowed (conservative: `MIT OR GPL-3.0`
-    /// needs both allowed). Empty allow-list: every license the corpus admitted.
+    /// Whether an SPDX expression is allowed: some `OR` branch whose ids (joined by `AND`/`WITH`)
+    /// are all on the allow-list. Parentheses are flattened, which can only refuse more. Empty
+    /// allow-list: every license the corpus admitted.
     pub fn license_allowed(&self, expression: &str) -> bool {
         if self.source.licenses.is_empty() {
             return true;
         }
-        expression
-            .split(|c: char| c.is_whitespace() || c == '(' || c == ')')
-            .filter(|t| !t.is_empty() && !matches!(*t, "AND" | "OR" | "WITH"))
-            .all(|id| self.source.licenses.iter().any(|a| a == id))
+        let flat = expression.replace(['(', ')'], " ");
+        flat.split(" OR ").any(|branch| {
+            branch
+                .split_whitespace()
+                .filter(|t| !matches!(*t, "AND" | "WITH"))
+                .all(|id| self.source.licenses.iter().any(|a| a == id))
+        })
     }
 
     pub fn class_excluded(&self, class: &str, corpus_excluded: &[String]) -> bool {
@@ -453,7 +457,9 @@ code = "shallow"
         assert_eq!(policy.depths["shallow"].regions, vec!["head".to_string()]);
         assert_eq!(policy.depths["deep"].regions.len(), regions().len());
         assert!(policy.license_allowed("MIT"));
-        assert!(!policy.license_allowed("MIT OR GPL-3.0-only"));
+        assert!(policy.license_allowed("MIT OR GPL-3.0-only"));
+        assert!(!policy.license_allowed("MIT AND GPL-3.0-only"));
+        assert!(!policy.license_allowed("GPL-3.0-only"));
     }
 
     #[test]

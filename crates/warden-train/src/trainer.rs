@@ -67,11 +67,54 @@ impl RecordSink for MemorySink {
     }
 }
 
-/// A canary planted in the training data: the full text and the secret inside it.
+/// A canary planted in the training data (Carlini et al., "The Secret Sharer").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Canary {
-    pub text: String,
+    /// The full secret as planted, e.g. `canary-k3m9-xq2d-7hpa`.
     pub secret: String,
+    /// The literal start every secret of this format shares (`canary-`): part of the prompt.
+    pub fixed_prefix: String,
+    /// Characters a random position of the format draws from.
+    pub alphabet: Vec<u8>,
+    /// The text that precedes the secret where it was planted (the extraction prompt).
+    pub context: String,
+}
+
+impl Canary {
+    /// A canary from its secret and a format like `canary-xxxx-xxxx-xxxx (x in [a-z0-9])`:
+    /// the template's text before the first `x` is fixed, `x` positions draw from the bracket
+    /// class (default `[a-z0-9]`).
+    pub fn from_format(secret: &str, format: &str) -> Canary {
+        let template = format.split(" (").next().unwrap_or(format);
+        let fixed = template.find('x').map_or("", |i| &template[..i]);
+        let fixed_prefix = if secret.starts_with(fixed) {
+            fixed.to_string()
+        } else {
+            String::new()
+        };
+        let class = format
+            .split_once('[')
+            .and_then(|(_, rest)| rest.split_once(']'))
+            .map(|(class, _)| class.as_bytes().to_vec())
+            .unwrap_or_else(|| b"a-z0-9".to_vec());
+        let mut alphabet = Vec::new();
+        let mut i = 0;
+        while i < class.len() {
+            if i + 2 < class.len() && class[i + 1] == b'-' {
+                alphabet.extend(class[i]..=class[i + 2]);
+                i += 3;
+            } else {
+                alphabet.push(class[i]);
+                i += 1;
+            }
+        }
+        Canary {
+            secret: secret.to_string(),
+            fixed_prefix,
+            alphabet,
+            context: String::new(),
+        }
+    }
 }
 
 /// Running totals shown on the progress bar and in the summary.
@@ -340,7 +383,9 @@ impl Trainer {
                 .map(detect::from_rule)
                 .unwrap_or_default();
         }
-        self.policy_versions.push(resolved.version().to_string());
+        if self.policy_versions.last().map(String::as_str) != Some(resolved.version()) {
+            self.policy_versions.push(resolved.version().to_string());
+        }
         self.config.policy = resolved.source.clone();
         self.policy = resolved;
         Ok(())
@@ -910,57 +955,70 @@ impl Trainer {
     }
 
     /// Canary exposure (Carlini et al., "The Secret Sharer"): the rank of the canary's loss
-    /// among `candidates` random secrets of the same format, and whether greedy decoding from
-    /// the canary's prefix reproduces the secret.
+    /// among `candidates` random secrets of the same format (same context), as
+    /// `log2(candidates + 1) − log2(rank)`, and whether greedy decoding from the context and the
+    /// format's fixed prefix reproduces the secret.
     pub fn canary_exposure(
         &self,
         canary: &Canary,
         candidates: usize,
         index: u64,
     ) -> Result<CanaryExposure, TrainError> {
-        let at = canary.text.find(&canary.secret).ok_or_else(|| {
-            TrainError::Config(format!("canary {index}: secret does not occur in its text"))
-        })?;
         let span = self.config.model.context + 1;
-        let end = at + canary.secret.len();
-        let start = end.saturating_sub(span);
-        let window_of = |text: &str| -> String {
-            let bytes = &text.as_bytes()[start..end.min(text.len())];
-            String::from_utf8_lossy(bytes).into_owned()
+        let window_of = |secret: &str| -> Vec<u8> {
+            let mut bytes = canary.context.as_bytes().to_vec();
+            bytes.extend_from_slice(secret.as_bytes());
+            let start = bytes.len().saturating_sub(span);
+            bytes[start..].to_vec()
         };
         let mut rng = ChaCha20Rng::seed_from_u64(self.config.seed ^ 0x6361_6e61_7279);
         rng.set_stream(index);
-        let mut texts = vec![window_of(&canary.text)];
+        let mut texts = vec![window_of(&canary.secret)];
+        let random_part = &canary.secret.as_bytes()[canary.fixed_prefix.len()..];
         for _ in 0..candidates {
-            let secret: String = canary
-                .secret
-                .chars()
-                .map(|c| match c {
-                    '0'..='9' => char::from(b'0' + rng.gen_range(0..10u8)),
-                    'a'..='z' => char::from(b'a' + rng.gen_range(0..26u8)),
-                    'A'..='Z' => char::from(b'A' + rng.gen_range(0..26u8)),
-                    other => other,
-                })
-                .collect();
-            let text = format!("{}{}", &canary.text[..at], secret);
-            texts.push(window_of(&text));
+            let mut secret = canary.fixed_prefix.as_bytes().to_vec();
+            for &c in random_part {
+                if canary.alphabet.contains(&c) && !canary.alphabet.is_empty() {
+                    secret.push(canary.alphabet[rng.gen_range(0..canary.alphabet.len())]);
+                } else {
+                    secret.push(c);
+                }
+            }
+            texts.push(window_of(&String::from_utf8_lossy(&secret)));
         }
-        let windows: Vec<&[u8]> = texts.iter().map(|t| t.as_bytes()).collect();
-        let batch = encode(&windows, self.config.model.context)?;
-        let losses: Vec<f32> = self
-            .model
-            .per_sample_loss(&batch.inputs, &batch.targets, &batch.mask)?
-            .to_vec1()?;
+        let mut losses: Vec<f32> = Vec::with_capacity(texts.len());
+        for chunk in texts.chunks(64) {
+            let windows: Vec<&[u8]> = chunk.iter().map(|t| t.as_slice()).collect();
+            let batch = encode(&windows, self.config.model.context)?;
+            losses.extend(
+                self.model
+                    .per_sample_loss(&batch.inputs, &batch.targets, &batch.mask)?
+                    .to_vec1::<f32>()?,
+            );
+        }
         let rank = 1 + losses[1..].iter().filter(|l| **l < losses[0]).count();
         let exposure = ((candidates + 1) as f64).log2() - (rank as f64).log2();
-        let extracted = self.greedy(&canary.text.as_bytes()[..at], canary.secret.len())?
-            == canary.secret.as_bytes();
+        let mut prompt = canary.context.as_bytes().to_vec();
+        prompt.extend_from_slice(canary.fixed_prefix.as_bytes());
+        let extracted = self.greedy(&prompt, random_part.len())? == random_part;
         Ok(CanaryExposure {
             rank,
             candidates,
             exposure,
             extracted,
         })
+    }
+
+    /// Sets canaries, taking each one's context from the first training sample that holds it.
+    pub fn set_canaries_from_pool(&mut self, mut canaries: Vec<Canary>) {
+        for canary in &mut canaries {
+            if let Some(sample) = self.pool.iter().find(|s| s.text.contains(&canary.secret)) {
+                if let Some(at) = sample.text.find(&canary.secret) {
+                    canary.context = sample.text[..at].to_string();
+                }
+            }
+        }
+        self.canaries = canaries;
     }
 
     /// Greedy decoding of `n` bytes after `prefix`.

@@ -310,6 +310,7 @@ fn unauthorized_evaluation_is_refused_and_authorized_one_runs() {
         probes: vec!["loss".into()],
         max_samples: 4,
         candidates: 8,
+        canaries: None,
     };
     let mut c = config(POLICY);
     c.eval = Some(request.clone());

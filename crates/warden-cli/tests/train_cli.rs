@@ -1,0 +1,421 @@
+//! `warden train` end to end on a tiny admitted corpus: real binary, real files, real lineage.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use warden_keys::{Role, SigningKey, TrustStore};
+
+const WARDEN: &str = env!("CARGO_BIN_EXE_warden");
+
+struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+const DECLARATION: &str = r#"
+[corpus]
+name = "tiny"
+description = "train_cli fixture"
+
+[policy]
+admitted_licenses = ["CC0-1.0", "MIT"]
+excluded_classes = []
+
+[[source]]
+id = "prose"
+path = "prose.txt"
+format = "text"
+license = "CC0-1.0"
+class = "public-domain"
+depth = "deep"
+provenance = { origin = "test", collected = "2026-11-22", collector = "test", notes = "" }
+
+[[source]]
+id = "notes"
+path = "notes.txt"
+format = "text"
+license = "MIT"
+class = "notes"
+depth = "shallow"
+provenance = { origin = "test", collected = "2026-11-22", collector = "test", notes = "" }
+
+[[source]]
+id = "heldout"
+path = "heldout.txt"
+format = "text"
+license = "CC0-1.0"
+class = "public-domain"
+depth = "deep"
+held_out = true
+provenance = { origin = "test", collected = "2026-11-22", collector = "test", notes = "" }
+"#;
+
+fn paragraphs(tag: &str, n: usize) -> String {
+    (0..n)
+        .map(|i| {
+            format!(
+                "{tag} {i}: the miller walked beside the {} river at dawn and {} the gate",
+                ["old", "grey", "quiet", "pale"][i % 4],
+                ["opened", "closed", "watched"][i % 3]
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n\n")
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let corpus_dir = root.join("src");
+        std::fs::create_dir_all(&corpus_dir).unwrap();
+        std::fs::write(corpus_dir.join("prose.txt"), paragraphs("prose", 40)).unwrap();
+        std::fs::write(corpus_dir.join("notes.txt"), paragraphs("note", 20)).unwrap();
+        std::fs::write(corpus_dir.join("heldout.txt"), paragraphs("held", 10)).unwrap();
+        std::fs::write(corpus_dir.join("declaration.toml"), DECLARATION).unwrap();
+        let corpus_key = SigningKey::generate(Role::CorpusAuthority, "corpus").unwrap();
+        let training_key = SigningKey::generate(Role::TrainingAuthority, "trainer").unwrap();
+        let mut trust = TrustStore::new();
+        trust.add(Role::CorpusAuthority, corpus_key.public().clone());
+        trust.add(Role::TrainingAuthority, training_key.public().clone());
+        std::fs::write(root.join("trust.toml"), trust.to_toml()).unwrap();
+        std::fs::write(root.join("trainer.key"), training_key.to_file_text()).unwrap();
+        warden_corpus::admit(
+            &corpus_dir.join("declaration.toml"),
+            &root.join("admitted"),
+            &corpus_key,
+            &warden_corpus::AdmitOptions::default(),
+        )
+        .unwrap();
+        let fixture = Fixture { dir };
+        fixture.write_config("config.toml", 8, "halt", "");
+        fixture
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn write_config(&self, name: &str, steps: u64, failure: &str, extra_policy: &str) {
+        let text = format!(
+            r#"corpus = "admitted"
+seed = 11
+steps = {steps}
+batch_size = 4
+
+[model]
+layers = 1
+width = 16
+heads = 2
+context = 32
+
+[optimizer]
+learning_rate = 0.01
+
+[policy]
+version = "train-v1"
+failure = "{failure}"
+checkpoint_every = 3
+lineage = {{ cadence = "step" }}
+{extra_policy}
+[[policy.regions]]
+match = "*"
+max_norm = 5.0
+"#
+        );
+        std::fs::write(self.path(name), text).unwrap();
+    }
+
+    fn warden(&self, args: &[&str]) -> Output {
+        Command::new(WARDEN)
+            .args(args)
+            .current_dir(self.dir.path())
+            .output()
+            .unwrap()
+    }
+
+    fn train(&self, config: &str, out: &str) -> Output {
+        self.warden(&[
+            "train",
+            config,
+            "--out",
+            out,
+            "--key",
+            "trainer.key",
+            "--trust",
+            "trust.toml",
+        ])
+    }
+
+    fn records(&self, run: &str) -> Vec<warden_lineage::SignedRecord> {
+        warden_store::read_all(&self.path(run).join("lineage")).unwrap()
+    }
+
+    fn verify(&self, run: &str) -> warden_lineage::VerifiedLineage {
+        let trust = TrustStore::parse(
+            &std::fs::read_to_string(self.path("trust.toml")).unwrap(),
+            "trust.toml",
+        )
+        .unwrap();
+        warden_store::verify(
+            &self.path(run).join("lineage"),
+            &trust,
+            &warden_store::VerifyOptions::default(),
+        )
+        .unwrap()
+    }
+
+    fn edit_prose_line(&self, paragraph: usize) -> String {
+        let path = self.path("src/prose.txt");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut parts: Vec<String> = text.split("\n\n").map(String::from).collect();
+        parts[paragraph] = format!("{} (quietly edited after admission)", parts[paragraph]);
+        std::fs::write(&path, parts.join("\n\n")).unwrap();
+        parts[paragraph].clone()
+    }
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn kinds(records: &[warden_lineage::SignedRecord]) -> Vec<String> {
+    records.iter().map(|r| r.record.kind.clone()).collect()
+}
+
+#[test]
+fn train_writes_model_manifest_and_a_verifying_lineage() {
+    let f = Fixture::new();
+    let out = f.train("config.toml", "run");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("trained 8 iterations"),
+        "{}",
+        text(&out)
+    );
+    let records = f.records("run");
+    let kinds = kinds(&records);
+    assert_eq!(kinds.first().map(String::as_str), Some("train.start"));
+    assert_eq!(kinds.iter().filter(|k| *k == "train.iteration").count(), 8);
+    assert_eq!(kinds.last().map(String::as_str), Some("train.complete"));
+    let verified = f.verify("run");
+    assert_eq!(verified.records, records.len() as u64);
+    assert_eq!(verified.sealed, verified.records);
+
+    // The manifest verifies for the training authority and names the model's digest.
+    let trust =
+        TrustStore::parse(&std::fs::read_to_string(f.path("trust.toml")).unwrap(), "t").unwrap();
+    let envelope = warden_attest::Envelope::from_json(
+        &std::fs::read_to_string(f.path("run/manifest.intoto.json")).unwrap(),
+    )
+    .unwrap();
+    let statement = warden_attest::verify_envelope(&envelope, &trust, Role::TrainingAuthority)
+        .unwrap()
+        .statement;
+    let sum = Command::new("sha256sum")
+        .arg(f.path("run/model.safetensors"))
+        .output()
+        .unwrap();
+    let model_sha = String::from_utf8_lossy(&sum.stdout)[..64].to_string();
+    assert_eq!(statement.subject[0].digest["sha256"], model_sha);
+    assert_eq!(statement.predicate["classes"]["notes"]["depth"], "shallow");
+    assert_eq!(statement.predicate["policy"]["versions"][0], "train-v1");
+    assert!(verify_fails_for_corpus_role(&envelope, &trust));
+}
+
+fn verify_fails_for_corpus_role(envelope: &warden_attest::Envelope, trust: &TrustStore) -> bool {
+    warden_attest::verify_envelope(envelope, trust, Role::CorpusAuthority).is_err()
+}
+
+#[test]
+fn same_seed_gives_identical_model_files() {
+    let f = Fixture::new();
+    assert!(f.train("config.toml", "a").status.success());
+    assert!(f.train("config.toml", "b").status.success());
+    assert_eq!(
+        std::fs::read(f.path("a/model.safetensors")).unwrap(),
+        std::fs::read(f.path("b/model.safetensors")).unwrap()
+    );
+}
+
+#[test]
+fn halt_mode_exits_nonzero_naming_the_iteration_and_the_edited_sample() {
+    let f = Fixture::new();
+    f.write_config("long.toml", 60, "halt", "");
+    f.edit_prose_line(5);
+    let out = f.train("long.toml", "run");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("training halted at iteration"), "{stderr}");
+    assert!(stderr.contains("data gate"), "{stderr}");
+    // Paragraph 5 starts on line 11 of prose.txt (one line per paragraph, blank separators).
+    assert!(stderr.contains("sample prose line 11"), "{stderr}");
+    let records = f.records("run");
+    let last = records.last().unwrap();
+    assert_eq!(last.record.kind, "train.failure");
+    assert_eq!(last.record.payload["action"], "halt");
+    assert_eq!(last.record.payload["sample"]["line"], 11);
+    f.verify("run");
+    assert!(!f.path("run/model.safetensors").exists());
+}
+
+#[test]
+fn quarantine_mode_rolls_back_and_finishes_without_the_edited_sample() {
+    let f = Fixture::new();
+    f.write_config("q.toml", 60, "quarantine", "");
+    let edited = f.edit_prose_line(5);
+    let bad = hex::encode(warden_corpus::sample_hash(&edited));
+    let out = f.train("q.toml", "run");
+    assert!(out.status.success(), "{}", text(&out));
+    let records = f.records("run");
+    let failures: Vec<_> = records
+        .iter()
+        .filter(|r| r.record.kind == "train.failure")
+        .collect();
+    assert_eq!(failures.len(), 1, "quarantined once, then skipped");
+    assert_eq!(failures[0].record.payload["action"], "quarantine");
+    assert_eq!(failures[0].record.payload["sample"]["hash"], bad);
+    for r in records
+        .iter()
+        .filter(|r| r.record.kind == "train.iteration")
+    {
+        for s in r.record.payload["batch"]["samples"].as_array().unwrap() {
+            if s["hash"] == bad {
+                assert!(
+                    s.get("loss").is_none(),
+                    "edited sample reached the forward pass"
+                );
+            }
+        }
+    }
+    f.verify("run");
+}
+
+#[test]
+fn sigkill_mid_training_then_resume_and_the_lineage_verifies() {
+    let f = Fixture::new();
+    f.write_config("long.toml", 100_000, "halt", "");
+    let mut child = Command::new(WARDEN)
+        .args([
+            "train",
+            "long.toml",
+            "--out",
+            "run",
+            "--key",
+            "trainer.key",
+            "--trust",
+            "trust.toml",
+        ])
+        .current_dir(f.dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let latest = f.path("run/checkpoints/LATEST");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let at = std::fs::read_to_string(&latest).unwrap_or_default();
+        if at.trim() >= "iter-00000009" || Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let before = f.records("run").len();
+    assert!(before > 5, "the run got going before the kill");
+
+    let at = std::fs::read_to_string(&latest).unwrap();
+    let checkpoint: u64 = at.trim()[5..13].parse().unwrap();
+    let target = (checkpoint + 6).to_string();
+    let out = f.warden(&[
+        "train",
+        "resume",
+        "run",
+        "--steps",
+        &target,
+        "--key",
+        "trainer.key",
+        "--trust",
+        "trust.toml",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let records = f.records("run");
+    let transition = records
+        .iter()
+        .find(|r| r.record.kind == "train.transition")
+        .unwrap();
+    assert_eq!(transition.record.payload["reason"], "resume");
+    assert!(
+        transition.record.payload["resumed_from_iteration"]
+            .as_u64()
+            .unwrap()
+            >= checkpoint
+    );
+    assert_eq!(records.last().unwrap().record.kind, "train.complete");
+    let verified = f.verify("run");
+    assert_eq!(verified.records, records.len() as u64);
+    assert!(f.path("run/model.safetensors").exists());
+}
+
+#[test]
+fn resume_under_a_new_policy_records_a_versioned_transition() {
+    let f = Fixture::new();
+    assert!(f.train("config.toml", "run").status.success());
+    std::fs::write(
+        f.path("policy-v2.toml"),
+        "version = \"train-v2\"\nfailure = \"halt\"\ncheckpoint_every = 3\n\n[[regions]]\nmatch = \"embed\"\nfrozen = true\n",
+    )
+    .unwrap();
+    let out = f.warden(&[
+        "train",
+        "resume",
+        "run",
+        "--policy",
+        "policy-v2.toml",
+        "--steps",
+        "12",
+        "--key",
+        "trainer.key",
+        "--trust",
+        "trust.toml",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("train-v1 → train-v2"), "{}", text(&out));
+    let records = f.records("run");
+    let transition = records
+        .iter()
+        .find(|r| r.record.kind == "train.transition")
+        .unwrap();
+    assert_eq!(transition.record.payload["policy_from"], "train-v1");
+    assert_eq!(transition.record.payload["policy_to"], "train-v2");
+    assert_eq!(
+        transition.record.policy_version.as_deref(),
+        Some("train-v2")
+    );
+    let after: Vec<_> = records
+        .iter()
+        .filter(|r| {
+            r.record.kind == "train.iteration" && r.record.payload["iteration"].as_u64() > Some(8)
+        })
+        .collect();
+    assert_eq!(after.len(), 4);
+    assert!(after
+        .iter()
+        .all(|r| r.record.policy_version.as_deref() == Some("train-v2")));
+    f.verify("run");
+}
+
+#[test]
+fn a_run_directory_is_never_overwritten() {
+    let f = Fixture::new();
+    assert!(f.train("config.toml", "run").status.success());
+    let out = f.train("config.toml", "run");
+    assert!(!out.status.success());
+    assert!(text(&out).contains("already holds a run"), "{}", text(&out));
+    let _ = Path::new(".");
+}
