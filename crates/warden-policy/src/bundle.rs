@@ -16,6 +16,9 @@ use crate::syntax::{self, is_plain_value_char};
 use crate::types::{self, AttrType, Attribute, Formula, Vocabulary, MAX_MEMBERS};
 use crate::PolicyError;
 
+/// The most predicates a bundle may hold (admission time grows with the bundle).
+pub const MAX_PREDICATES: usize = 20_000;
+
 /// The category of a predicate; structural predicates are evaluated first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Category {
@@ -140,7 +143,10 @@ struct Source<'a> {
 
 impl Source<'_> {
     fn line_col(&self, offset: usize) -> (usize, usize) {
-        let offset = offset.min(self.text.len());
+        let mut offset = offset.min(self.text.len());
+        while !self.text.is_char_boundary(offset) {
+            offset -= 1;
+        }
         let before = &self.text[..offset];
         let line = before.matches('\n').count() + 1;
         let line_start = before.rfind('\n').map_or(0, |i| i + 1);
@@ -324,6 +330,16 @@ impl Bundle {
         let vocabulary = Vocabulary::new(attributes);
 
         let mut predicates: Vec<Predicate> = Vec::new();
+        if raw.predicate.len() > MAX_PREDICATES {
+            return Err(source.error(
+                0,
+                None,
+                format!(
+                    "a bundle may hold at most {MAX_PREDICATES} predicates, this one has {}",
+                    raw.predicate.len()
+                ),
+            ));
+        }
         for raw_pred in &raw.predicate {
             let pred_start = raw_pred.span().start;
             let raw_pred = raw_pred.get_ref();

@@ -201,3 +201,27 @@ proptest! {
         prop_assert_eq!(oracle_a, oracle_b);
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
+
+    /// Hostile expression text never panics the parser or the type checker.
+    #[test]
+    fn arbitrary_expressions_never_panic(expr in "\\PC{0,80}", glued in "[a-z.' ()<=>!+*0-9\\[\\],-]{0,60}") {
+        for text in [expr.as_str(), glued.as_str()] {
+            let _ = warden_policy::syntax::parse(text);
+            let escaped = text.replace('\\', "\\\\").replace('"', "\\\"");
+            let bundle = format!("[bundle]\nname = \"p\"\nversion = 1\n{VOCAB}\n[[predicate]]\nid = \"x\"\ncategory = \"task\"\nrequire = \"{escaped}\"\n");
+            if let Err(err) = Bundle::parse(&bundle, "fuzz.toml") {
+                prop_assert!(err.to_string().starts_with("fuzz.toml:"), "{}", err);
+            }
+        }
+    }
+
+    /// Arbitrary bytes are never accepted as a signed bundle, and never panic the loader.
+    #[test]
+    fn arbitrary_bytes_are_not_a_signed_bundle(bytes in prop::collection::vec(any::<u8>(), 0..400)) {
+        let trust = warden_keys::TrustStore::new();
+        prop_assert!(warden_policy::AdmittedBundle::load(&bytes, "fuzz.json", &trust).is_err());
+    }
+}
