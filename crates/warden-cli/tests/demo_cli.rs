@@ -1,0 +1,43 @@
+//! `warden demo` end to end: the README's first command must work from a clean directory, twice.
+
+use std::process::Command;
+
+#[test]
+fn demo_runs_the_pipeline_and_its_lineage_verifies() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("demo");
+    for run in 0..2 {
+        // The second run replaces the first demo directory (it carries the demo marker).
+        let out = Command::new(env!("CARGO_BIN_EXE_warden"))
+            .args(["demo", "--dir", dir.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "run {run}: {}\n{text}", String::from_utf8_lossy(&out.stderr));
+        assert!(text.contains("inclusion proof for record 123"), "{text}");
+        assert!(text.contains("== final: verify the whole lineage\nok: "), "{text}");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(["lineage", "verify", dir.join("lineage").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let records = warden_store::read_all(&dir.join("lineage")).unwrap();
+    assert!(records.len() >= 300, "a few hundred records, got {}", records.len());
+    for kind in ["key", "note", "deploy.heartbeat"] {
+        assert!(records.iter().any(|r| r.record.kind == kind), "no {kind} record");
+    }
+}
+
+#[test]
+fn demo_refuses_a_directory_it_did_not_create() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("precious.txt"), b"keep me").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(["demo", "--dir", tmp.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("was not made by `warden demo`"));
+    assert_eq!(std::fs::read(tmp.path().join("precious.txt")).unwrap(), b"keep me");
+}
