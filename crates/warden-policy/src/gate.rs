@@ -97,7 +97,8 @@ impl Check {
 
 impl fmt::Display for Check {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        // `pad` so that width flags (`{check:<20}`) align columns.
+        f.pad(self.as_str())
     }
 }
 
