@@ -29,8 +29,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use warden_keys::{KeyError, KeyRef, SigningKey, TrustStore};
 use warden_lineage::{
-    check_payload, encode_entry, Checkpoint, EnvelopeView, LineageVerifier, Record, RecordDraft,
-    RecordError, RecordFault, SignedCheckpoint, SignedRecord, VerifiedLineage, VerifyError,
+    encode_entry, Checkpoint, EnvelopeView, LineageVerifier, Record, RecordDraft, RecordError,
+    RecordFault, SignedCheckpoint, SignedRecord, VerifiedLineage, VerifyError,
 };
 use warden_merkle::{Hash, MerkleError, MerkleTree};
 
@@ -661,10 +661,8 @@ impl Lineage {
         draft: RecordDraft,
         key: &Arc<SigningKey>,
     ) -> Result<Appended, StoreError> {
-        check_payload(&draft.payload).map_err(|source| StoreError::Record {
-            kind: draft.kind.clone(),
-            source,
-        })?;
+        // `encode_body` below refuses payloads outside the JSON model (non-finite floats) before
+        // anything is written, so no separate check pass is needed on this hot path.
         let mut guard = self.lock()?;
         let inner = &mut *guard;
         let index = inner.tree.len();

@@ -169,3 +169,51 @@ fn proofs_from_the_store_verify_against_its_checkpoints() {
     let proof = lineage.prove_consistency(40, 100).unwrap();
     warden_merkle::verify_consistency(40, 100, &old, &root, &proof).unwrap();
 }
+
+#[test]
+fn a_torn_tail_is_reported_cut_and_appending_continues() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, trust) = key();
+    let lineage = Lineage::create(dir.path(), options()).unwrap();
+    for i in 0..10 {
+        lineage
+            .append(RecordDraft::new("note", json!({"i": i})), &key)
+            .unwrap();
+    }
+    lineage.close().unwrap();
+    drop(lineage);
+    // A crash in the middle of writing record 10: a prefix of a valid frame.
+    let seg = dir.path().join("seg-00000000000000000000.wlog");
+    let good_len = std::fs::metadata(&seg).unwrap().len();
+    let mut frame = Vec::new();
+    warden_store::frame::encode_frame(&mut frame, &[0xa5; 90]);
+    let mut file = std::fs::OpenOptions::new().append(true).open(&seg).unwrap();
+    std::io::Write::write_all(&mut file, &frame[..40]).unwrap();
+    drop(file);
+
+    let err = verify(dir.path(), &trust, &VerifyOptions::default()).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("record 10 (incomplete): incomplete record at byte"),
+        "{err}"
+    );
+
+    let lineage = Lineage::open_or_create(dir.path(), options()).unwrap();
+    let report = lineage.open_report().clone();
+    assert_eq!(report.repaired.len(), 1);
+    assert_eq!((report.repaired[0].1, report.repaired[0].2), (good_len, 40));
+    assert_eq!(lineage.len(), 10);
+    lineage
+        .append(RecordDraft::new("note", json!({"after": "repair"})), &key)
+        .unwrap();
+    lineage.close().unwrap();
+    let verified = verify(
+        dir.path(),
+        &trust,
+        &VerifyOptions {
+            expect_size: Some(11),
+        },
+    )
+    .unwrap();
+    assert_eq!(verified.sealed, 11);
+}
