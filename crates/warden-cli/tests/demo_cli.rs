@@ -13,19 +13,37 @@ fn demo_runs_the_pipeline_and_its_lineage_verifies() {
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "run {run}: {}\n{text}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "run {run}: {}\n{text}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(text.contains("inclusion proof for record 123"), "{text}");
-        assert!(text.contains("== final: verify the whole lineage\nok: "), "{text}");
+        assert!(
+            text.contains("== final: verify the whole lineage\nok: "),
+            "{text}"
+        );
     }
     let out = Command::new(env!("CARGO_BIN_EXE_warden"))
         .args(["lineage", "verify", dir.join("lineage").to_str().unwrap()])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let records = warden_store::read_all(&dir.join("lineage")).unwrap();
-    assert!(records.len() >= 300, "a few hundred records, got {}", records.len());
+    assert!(
+        records.len() >= 300,
+        "a few hundred records, got {}",
+        records.len()
+    );
     for kind in ["key", "note", "deploy.heartbeat"] {
-        assert!(records.iter().any(|r| r.record.kind == kind), "no {kind} record");
+        assert!(
+            records.iter().any(|r| r.record.kind == kind),
+            "no {kind} record"
+        );
     }
 }
 
@@ -39,5 +57,8 @@ fn demo_refuses_a_directory_it_did_not_create() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("was not made by `warden demo`"));
-    assert_eq!(std::fs::read(tmp.path().join("precious.txt")).unwrap(), b"keep me");
+    assert_eq!(
+        std::fs::read(tmp.path().join("precious.txt")).unwrap(),
+        b"keep me"
+    );
 }

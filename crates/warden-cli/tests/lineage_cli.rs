@@ -26,18 +26,36 @@ fn p(path: &Path) -> &str {
 /// Builds a small lineage with the library, signed by a key created with the CLI.
 fn lineage_with_cli_keys(root: &Path) -> std::path::PathBuf {
     let key_path = root.join("keys/policy.key");
-    let out = warden(&["key", "new", "--role", "policy-authority", "--out", p(&key_path), "--name", "ops.policy"]);
+    let out = warden(&[
+        "key",
+        "new",
+        "--role",
+        "policy-authority",
+        "--out",
+        p(&key_path),
+        "--name",
+        "ops.policy",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let trust = root.join("trust.toml");
-    let out = warden(&["key", "trust", p(&trust), p(&root.join("keys/policy.key.pub"))]);
+    let out = warden(&[
+        "key",
+        "trust",
+        p(&trust),
+        p(&root.join("keys/policy.key.pub")),
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
 
     let key = std::sync::Arc::new(warden_store::fs::load_signing_key(&key_path).unwrap());
     let dir = root.join("lineage");
-    let lineage = warden_store::Lineage::create(&dir, warden_store::StoreOptions::new("test/cli")).unwrap();
+    let lineage =
+        warden_store::Lineage::create(&dir, warden_store::StoreOptions::new("test/cli")).unwrap();
     for i in 0..40 {
         lineage
-            .append(warden_lineage::RecordDraft::new("policy.note", serde_json::json!({"i": i})), &key)
+            .append(
+                warden_lineage::RecordDraft::new("policy.note", serde_json::json!({"i": i})),
+                &key,
+            )
             .unwrap();
     }
     lineage.close().unwrap();
@@ -51,27 +69,51 @@ fn key_files_are_private_and_trust_is_by_role() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(tmp.path().join("keys/policy.key")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(tmp.path().join("keys/policy.key"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
-    let out = warden(&["key", "new", "--role", "policy-authority", "--out", p(&tmp.path().join("keys/policy.key"))]);
+    let out = warden(&[
+        "key",
+        "new",
+        "--role",
+        "policy-authority",
+        "--out",
+        p(&tmp.path().join("keys/policy.key")),
+    ]);
     assert!(!out.status.success(), "overwriting a key must be refused");
     assert!(stderr(&out).contains("already exists"), "{}", stderr(&out));
 
     let out = warden(&["lineage", "verify", p(&dir)]);
     assert!(out.status.success(), "{}", stderr(&out));
     let line = stdout(&out);
-    assert!(line.starts_with("ok: 40 records, 1 checkpoints, root "), "{line}");
+    assert!(
+        line.starts_with("ok: 40 records, 1 checkpoints, root "),
+        "{line}"
+    );
     assert_eq!(line.lines().count(), 1);
 
     // The same key trusted only for another role: every record is refused, naming key and role.
     let other = tmp.path().join("other-trust.toml");
-    let out = warden(&["key", "trust", p(&other), p(&tmp.path().join("keys/policy.key.pub")), "--role", "corpus-authority"]);
+    let out = warden(&[
+        "key",
+        "trust",
+        p(&other),
+        p(&tmp.path().join("keys/policy.key.pub")),
+        "--role",
+        "corpus-authority",
+    ]);
     assert!(out.status.success());
     let out = warden(&["lineage", "verify", p(&dir), "--trust", p(&other)]);
     assert!(!out.status.success());
     let err = stderr(&out);
-    assert!(err.contains("record 0 (policy.note)") && err.contains("not trusted for role policy-authority"), "{err}");
+    assert!(
+        err.contains("record 0 (policy.note)")
+            && err.contains("not trusted for role policy-authority"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -80,7 +122,10 @@ fn show_prove_and_export_agree_with_the_store() {
     let dir = lineage_with_cli_keys(tmp.path());
     let out = warden(&["lineage", "show", p(&dir), "--json", "--range", "3..6"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let lines: Vec<serde_json::Value> = stdout(&out).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<serde_json::Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 3);
     assert_eq!(lines[0]["seq"], 3);
     assert_eq!(lines[0]["payload"]["i"], 3);
@@ -88,19 +133,44 @@ fn show_prove_and_export_agree_with_the_store() {
     let out = warden(&["lineage", "prove", p(&dir), "--index", "17"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
-    assert!(text.contains("\"index\": 17") && text.contains("signed checkpoint for tree size 40"), "{text}");
+    assert!(
+        text.contains("\"index\": 17") && text.contains("signed checkpoint for tree size 40"),
+        "{text}"
+    );
 
     let out = warden(&["lineage", "prove", p(&dir), "--consistency", "10"]);
     assert!(out.status.success(), "{}", stderr(&out));
 
     let json_out = tmp.path().join("export.jsonl");
     let cbor_out = tmp.path().join("export.cbor");
-    assert!(warden(&["lineage", "export", p(&dir), "--format", "json", "--out", p(&json_out)]).status.success());
-    assert!(warden(&["lineage", "export", p(&dir), "--format", "cbor", "--out", p(&cbor_out)]).status.success());
+    assert!(warden(&[
+        "lineage",
+        "export",
+        p(&dir),
+        "--format",
+        "json",
+        "--out",
+        p(&json_out)
+    ])
+    .status
+    .success());
+    assert!(warden(&[
+        "lineage",
+        "export",
+        p(&dir),
+        "--format",
+        "cbor",
+        "--out",
+        p(&cbor_out)
+    ])
+    .status
+    .success());
     let from_json: Vec<_> = std::fs::read_to_string(&json_out)
         .unwrap()
         .lines()
-        .map(|l| warden_lineage::SignedRecord::from_json(&serde_json::from_str(l).unwrap()).unwrap())
+        .map(|l| {
+            warden_lineage::SignedRecord::from_json(&serde_json::from_str(l).unwrap()).unwrap()
+        })
         .collect();
     let stored = warden_store::read_all(&dir).unwrap();
     assert_eq!(from_json, stored);
@@ -117,7 +187,10 @@ fn bad_lineage_directories_give_one_line_errors_naming_the_file() {
     let missing = tmp.path().join("missing");
     let out = warden(&["lineage", "verify", p(&missing), "--trust", p(&trust)]);
     assert!(!out.status.success());
-    assert_eq!(stderr(&out).trim(), format!("error: {}: no such lineage directory", missing.display()));
+    assert_eq!(
+        stderr(&out).trim(),
+        format!("error: {}: no such lineage directory", missing.display())
+    );
 
     let empty = tmp.path().join("empty");
     std::fs::create_dir(&empty).unwrap();
@@ -134,11 +207,18 @@ fn bad_lineage_directories_give_one_line_errors_naming_the_file() {
     assert!(!out.status.success());
     let err = stderr(&out);
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.contains("record ") && err.contains("seg-00000000000000000000.wlog"), "{err}");
+    assert!(
+        err.contains("record ") && err.contains("seg-00000000000000000000.wlog"),
+        "{err}"
+    );
 
     std::fs::write(&segment, b"\x00garbage, not a lineage at all").unwrap();
     let out = warden(&["lineage", "show", p(&dir)]);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("wrong magic bytes"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("wrong magic bytes"),
+        "{}",
+        stderr(&out)
+    );
     assert!(!stderr(&out).contains("panicked"));
 }

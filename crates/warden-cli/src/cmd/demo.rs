@@ -93,7 +93,13 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
 
     heading("final: verify the whole lineage");
     ctx.lineage.close()?;
-    let verified = warden_store::verify(&ctx.lineage_dir, &ctx.trust, &VerifyOptions { expect_size: Some(ctx.lineage.len()) })?;
+    let verified = warden_store::verify(
+        &ctx.lineage_dir,
+        &ctx.trust,
+        &VerifyOptions {
+            expect_size: Some(ctx.lineage.len()),
+        },
+    )?;
     println!(
         "ok: {} records, {} checkpoints, root {}",
         verified.records,
@@ -135,7 +141,10 @@ fn lineage_stage(dir: &Path) -> anyhow::Result<DemoContext> {
 
     heading("lineage: append, checkpoint, verify, prove");
     let lineage_dir = dir.join("lineage");
-    let options = StoreOptions::new("warden.demo/lineage").with_cadence(Cadence::Window { records: 64, millis: 1000 });
+    let options = StoreOptions::new("warden.demo/lineage").with_cadence(Cadence::Window {
+        records: 64,
+        millis: 1000,
+    });
     let lineage = Lineage::create(&lineage_dir, options)?;
     for key in [&corpus, &training, &policy, &deployment] {
         lineage.append(
@@ -143,19 +152,46 @@ fn lineage_stage(dir: &Path) -> anyhow::Result<DemoContext> {
             key,
         )?;
     }
-    let topics = ["retention review", "access grant", "incident drill", "model card draft", "data request"];
+    let topics = [
+        "retention review",
+        "access grant",
+        "incident drill",
+        "model card draft",
+        "data request",
+    ];
     for i in 0..300u64 {
         let (kind, key, payload) = match i % 4 {
-            0 | 1 => (kinds::NOTE, &policy, json!({"topic": topics[(i % 5) as usize], "n": i})),
-            2 => ("deploy.heartbeat", &deployment, json!({"replica": i % 3, "healthy": true, "p50_ms": 12.5 + (i % 7) as f64})),
-            _ => (kinds::NOTE, &corpus, json!({"topic": "source inventory", "sources_seen": i / 4})),
+            0 | 1 => (
+                kinds::NOTE,
+                &policy,
+                json!({"topic": topics[(i % 5) as usize], "n": i}),
+            ),
+            2 => (
+                "deploy.heartbeat",
+                &deployment,
+                json!({"replica": i % 3, "healthy": true, "p50_ms": 12.5 + (i % 7) as f64}),
+            ),
+            _ => (
+                kinds::NOTE,
+                &corpus,
+                json!({"topic": "source inventory", "sources_seen": i / 4}),
+            ),
         };
-        lineage.append(RecordDraft::new(kind, payload).with_policy_version("demo-v1"), key)?;
+        lineage.append(
+            RecordDraft::new(kind, payload).with_policy_version("demo-v1"),
+            key,
+        )?;
     }
     lineage.checkpoint()?;
     let n = lineage.len();
     println!("  appended {n} records (kinds: key, note, deploy.heartbeat) by 4 keys; {} signed checkpoints", lineage.n_checkpoints());
-    let verified = warden_store::verify(&lineage_dir, &trust, &VerifyOptions { expect_size: Some(n) })?;
+    let verified = warden_store::verify(
+        &lineage_dir,
+        &trust,
+        &VerifyOptions {
+            expect_size: Some(n),
+        },
+    )?;
     println!(
         "  verified: {} records, {} checkpoints, root {}",
         verified.records,
@@ -168,14 +204,26 @@ fn lineage_stage(dir: &Path) -> anyhow::Result<DemoContext> {
         .leaf_hash(index)?
         .ok_or_else(|| anyhow::anyhow!("record {index} missing"))?;
     warden_merkle::verify_inclusion(&leaf, index, n, &proof, &verified.root)?;
-    println!("  inclusion proof for record {index} in tree size {n} ({} hashes) verifies:", proof.len());
+    println!(
+        "  inclusion proof for record {index} in tree size {n} ({} hashes) verifies:",
+        proof.len()
+    );
     for h in &proof {
         println!("    {}", hex::encode(h));
     }
     let old = n / 2;
     let consistency = lineage.prove_consistency(old, n)?;
-    warden_merkle::verify_consistency(old, n, &lineage.root_at(old)?, &verified.root, &consistency)?;
-    println!("  consistency proof {old} -> {n} ({} hashes) verifies", consistency.len());
+    warden_merkle::verify_consistency(
+        old,
+        n,
+        &lineage.root_at(old)?,
+        &verified.root,
+        &consistency,
+    )?;
+    println!(
+        "  consistency proof {old} -> {n} ({} hashes) verifies",
+        consistency.len()
+    );
 
     Ok(DemoContext {
         dir: dir.to_path_buf(),

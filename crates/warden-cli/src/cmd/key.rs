@@ -58,7 +58,12 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             };
             store.add(role, public.clone());
             fs::atomic_write(&trust, store.to_toml().as_bytes())?;
-            println!("{} now trusts {}+{} for {role}", trust.display(), public.name(), public.id());
+            println!(
+                "{} now trusts {}+{} for {role}",
+                trust.display(),
+                public.name(),
+                public.id()
+            );
             Ok(())
         }
         Command::Show { key } => {
@@ -81,7 +86,10 @@ pub fn pub_path(private: &Path) -> PathBuf {
 /// Generates a key and writes FILE (0600) and FILE.pub.
 pub fn new_key(role: Role, name: &str, out: &Path) -> anyhow::Result<SigningKey> {
     if out.exists() {
-        anyhow::bail!("{}: already exists; refusing to overwrite a key", out.display());
+        anyhow::bail!(
+            "{}: already exists; refusing to overwrite a key",
+            out.display()
+        );
     }
     if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).with_context(|| parent.display().to_string())?;
@@ -109,7 +117,7 @@ fn load_public(path: &Path) -> anyhow::Result<(PublicKey, Role)> {
     }
     let parsed: PubFile = toml::from_str(&text)
         .map_err(|e| anyhow::anyhow!("{}: not a key file: {}", path.display(), e.message()))?;
-    let public = PublicKey::parse_verifier(&parsed.verifier)
-        .with_context(|| path.display().to_string())?;
+    let public =
+        PublicKey::parse_verifier(&parsed.verifier).with_context(|| path.display().to_string())?;
     Ok((public, parsed.role))
 }
