@@ -13,7 +13,6 @@
 //! (flagged, with its flagger); every malformed line is an error or (with `skip_malformed`)
 //! listed; every refused source is in the declaration with a sentence saying why.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::sync_channel;
 use std::time::{Duration, Instant};
@@ -51,6 +50,9 @@ pub struct AdmitOptions {
     pub sample_budget: usize,
     /// Bytes of records per chunk handed from the reader to the workers.
     pub chunk_bytes: usize,
+    /// Worker threads for hashing and fingerprinting (default: rayon's global pool, one per
+    /// core). The reader thread comes on top.
+    pub threads: Option<usize>,
 }
 
 impl Default for AdmitOptions {
@@ -61,6 +63,7 @@ impl Default for AdmitOptions {
             gram_budget: 4 << 20,
             sample_budget: 512 << 10,
             chunk_bytes: 4 << 20,
+            threads: None,
         }
     }
 }
@@ -117,14 +120,24 @@ fn read_chunks(
     files: &[SourceFile],
     chunk_bytes: usize,
     tx: std::sync::mpsc::SyncSender<Chunk>,
+    recycled: std::sync::mpsc::Receiver<Chunk>,
 ) -> Result<FileLines, CorpusError> {
     let mut line_base = 0u64;
     let mut lines = Vec::with_capacity(files.len());
-    let mut chunk = Chunk {
-        data: Vec::with_capacity(chunk_bytes + 4096),
-        records: Vec::new(),
-        bytes_read: 0,
+    let fresh = |recycled: &std::sync::mpsc::Receiver<Chunk>| match recycled.try_recv() {
+        Ok(mut chunk) => {
+            chunk.data.clear();
+            chunk.records.clear();
+            chunk.bytes_read = 0;
+            chunk
+        }
+        Err(_) => Chunk {
+            data: Vec::with_capacity(chunk_bytes + (64 << 10)),
+            records: Vec::new(),
+            bytes_read: 0,
+        },
     };
+    let mut chunk = fresh(&recycled);
     for (file_idx, file) in files.iter().enumerate() {
         let mut splitter = Splitter::open(file, line_base)?;
         let mut read_before = 0;
@@ -137,14 +150,7 @@ fn read_chunks(
             if chunk.data.len() >= chunk_bytes {
                 chunk.bytes_read = splitter.bytes_read() - read_before;
                 read_before = splitter.bytes_read();
-                let full = std::mem::replace(
-                    &mut chunk,
-                    Chunk {
-                        data: Vec::with_capacity(chunk_bytes + 4096),
-                        records: Vec::new(),
-                        bytes_read: 0,
-                    },
-                );
+                let full = std::mem::replace(&mut chunk, fresh(&recycled));
                 if tx.send(full).is_err() {
                     // The consumer stopped (it hit an error and reports it).
                     return Ok(lines);
@@ -165,41 +171,18 @@ fn read_chunks(
 struct Processed {
     record: ChunkRecord,
     hash: Hash,
+    /// RFC 6962 leaf hash of `hash` (computed in the parallel stage).
+    leaf: Hash,
     outcome: Outcome,
 }
+
+/// A run of processed samples with the grams of its admitted ones.
+type Part = (Vec<Processed>, Vec<u64>);
 
 enum Outcome {
     Admitted,
     Flagged(Flag),
     Malformed(String),
-}
-
-/// Grams of all classes under one memory budget: when the total held in memory exceeds it, the
-/// largest class buffer is spilled.
-struct GramSets {
-    sorters: BTreeMap<String, ExternalSorter<u64>>,
-    budget: usize,
-    scratch: PathBuf,
-}
-
-impl GramSets {
-    fn extend(&mut self, class: &str, grams: &[u64]) -> Result<(), CorpusError> {
-        if !self.sorters.contains_key(class) {
-            let sorter =
-                ExternalSorter::new(self.scratch.clone(), &format!("grams-{class}"), self.budget);
-            self.sorters.insert(class.to_string(), sorter);
-        }
-        let in_memory: usize = self.sorters.values().map(|s| s.len_in_memory()).sum();
-        if in_memory + grams.len() > self.budget {
-            if let Some(largest) = self.sorters.values_mut().max_by_key(|s| s.len_in_memory()) {
-                largest.spill()?;
-            }
-        }
-        match self.sorters.get_mut(class) {
-            Some(sorter) => sorter.extend(grams),
-            None => Ok(()),
-        }
-    }
 }
 
 /// Removes the scratch directory however admission ends.
@@ -217,6 +200,24 @@ fn mkdir(path: &Path) -> Result<(), CorpusError> {
 
 /// Admits the corpus declared in `declaration` into `out_dir`, signing with `key`.
 pub fn admit(
+    declaration: &Path,
+    out_dir: &Path,
+    key: &SigningKey,
+    options: &AdmitOptions,
+) -> Result<Admission, CorpusError> {
+    match options.threads {
+        None => admit_in_pool(declaration, out_dir, key, options),
+        Some(n) => rayon::ThreadPoolBuilder::new()
+            .num_threads(n.max(1))
+            .build()
+            .map_err(|e| {
+                CorpusError::artifact(out_dir, format!("cannot start {n} worker threads: {e}"))
+            })?
+            .install(|| admit_in_pool(declaration, out_dir, key, options)),
+    }
+}
+
+fn admit_in_pool(
     declaration: &Path,
     out_dir: &Path,
     key: &SigningKey,
@@ -288,11 +289,7 @@ pub fn admit(
     let mut first_exclusions = Vec::new();
     let mut samples: ExternalSorter<SampleRecord> =
         ExternalSorter::new(scratch.0.clone(), "samples", options.sample_budget);
-    let mut grams = GramSets {
-        sorters: BTreeMap::new(),
-        budget: options.gram_budget,
-        scratch: scratch.0.clone(),
-    };
+    let mut grams = fingerprint::GramSets::new(scratch.0.clone(), total_bytes, options.gram_budget);
     let mut source_records = Vec::new();
     let mut totals = Totals {
         n_sources: decl.sources.len() as u64,
@@ -354,68 +351,92 @@ pub fn admit(
         };
         let file_lines = std::thread::scope(|scope| -> Result<FileLines, CorpusError> {
             let (tx, rx) = sync_channel::<Chunk>(2);
+            let (back_tx, back_rx) = sync_channel::<Chunk>(4);
             let chunk_bytes = options.chunk_bytes;
-            let reader = scope.spawn(move || read_chunks(files, chunk_bytes, tx));
+            let reader = scope.spawn(move || read_chunks(files, chunk_bytes, tx, back_rx));
             let consumed = (|| -> Result<(), CorpusError> {
                 let mut leaf_bytes = Vec::with_capacity(LEAF_ENTRY * 8192);
-                for chunk in rx.iter() {
-                    let (processed, chunk_grams) = ctx.process(&chunk);
-                    grams.extend(&s.class, &chunk_grams)?;
+                // Folds a processed chunk, in file order, into the source's outputs.
+                let mut fold = |parts: Vec<Part>, bytes_read: u64| -> Result<(), CorpusError> {
                     leaf_bytes.clear();
-                    for p in processed {
-                        let (file, file_line) =
-                            (&files[p.record.file_idx as usize], p.record.file_line);
-                        let exclusion = |reason: &str, detail: String| Exclusion {
-                            source: s.id.clone(),
-                            line: p.record.span.line,
-                            file: file.relative.clone(),
-                            file_line,
-                            hash: hex::encode(p.hash),
-                            reason: reason.into(),
-                            detail,
-                        };
-                        let excluded = match p.outcome {
-                            Outcome::Malformed(message) => {
-                                if !options.skip_malformed {
-                                    return Err(CorpusError::Malformed {
-                                        file: file.path.clone(),
-                                        line: file_line,
-                                        message,
-                                    });
+                    for (processed, chunk_grams) in parts {
+                        grams.extend(&s.class, &chunk_grams)?;
+                        for p in processed {
+                            let (file, file_line) =
+                                (&files[p.record.file_idx as usize], p.record.file_line);
+                            let exclusion = |reason: &str, detail: String| Exclusion {
+                                source: s.id.clone(),
+                                line: p.record.span.line,
+                                file: file.relative.clone(),
+                                file_line,
+                                hash: hex::encode(p.hash),
+                                reason: reason.into(),
+                                detail,
+                            };
+                            let excluded = match p.outcome {
+                                Outcome::Malformed(message) => {
+                                    if !options.skip_malformed {
+                                        return Err(CorpusError::Malformed {
+                                            file: file.path.clone(),
+                                            line: file_line,
+                                            message,
+                                        });
+                                    }
+                                    record.n_malformed += 1;
+                                    exclusion("malformed", message)
                                 }
-                                record.n_malformed += 1;
-                                exclusion("malformed", message)
+                                Outcome::Flagged(flag) => {
+                                    leaf_bytes.extend_from_slice(&p.record.span.line.to_le_bytes());
+                                    leaf_bytes.extend_from_slice(&p.hash);
+                                    root.push(p.leaf);
+                                    record.n_samples += 1;
+                                    record.n_flagged += 1;
+                                    exclusion("flagged", flag.name())
+                                }
+                                Outcome::Admitted => {
+                                    leaf_bytes.extend_from_slice(&p.record.span.line.to_le_bytes());
+                                    leaf_bytes.extend_from_slice(&p.hash);
+                                    root.push(p.leaf);
+                                    record.n_samples += 1;
+                                    samples.push(SampleRecord {
+                                        hash: p.hash,
+                                        source: source_idx as u32,
+                                        line: p.record.span.line,
+                                    })?;
+                                    continue;
+                                }
+                            };
+                            let mut line = serde_json::to_vec(&excluded).unwrap_or_default();
+                            line.push(b'\n');
+                            exclusions.write(&line)?;
+                            if first_exclusions.len() < REPORTED_EXCLUSIONS {
+                                first_exclusions.push(excluded);
                             }
-                            Outcome::Flagged(flag) => {
-                                leaf_bytes.extend_from_slice(&p.record.span.line.to_le_bytes());
-                                leaf_bytes.extend_from_slice(&p.hash);
-                                root.push(warden_merkle::leaf_hash(&p.hash));
-                                record.n_samples += 1;
-                                record.n_flagged += 1;
-                                exclusion("flagged", flag.name())
-                            }
-                            Outcome::Admitted => {
-                                leaf_bytes.extend_from_slice(&p.record.span.line.to_le_bytes());
-                                leaf_bytes.extend_from_slice(&p.hash);
-                                root.push(warden_merkle::leaf_hash(&p.hash));
-                                record.n_samples += 1;
-                                samples.push(SampleRecord {
-                                    hash: p.hash,
-                                    source: source_idx as u32,
-                                    line: p.record.span.line,
-                                })?;
-                                continue;
-                            }
-                        };
-                        let mut line = serde_json::to_vec(&excluded).unwrap_or_default();
-                        line.push(b'\n');
-                        exclusions.write(&line)?;
-                        if first_exclusions.len() < REPORTED_EXCLUSIONS {
-                            first_exclusions.push(excluded);
                         }
                     }
                     leaves.write(&leaf_bytes)?;
-                    progress.inc(chunk.bytes_read);
+                    progress.inc(bytes_read);
+                    Ok(())
+                };
+                // Pipelined: chunk N is folded (one core) while chunk N + 1 is processed (all
+                // cores, work-stealing), so the sequential fold is off the critical path.
+                let mut pending: Option<(Vec<Part>, u64)> = None;
+                for chunk in rx.iter() {
+                    let previous = pending.take();
+                    let (folded, parts) = rayon::join(
+                        || match previous {
+                            Some((parts, bytes)) => fold(parts, bytes),
+                            None => Ok(()),
+                        },
+                        || ctx.process(&chunk),
+                    );
+                    folded?;
+                    pending = Some((parts, chunk.bytes_read));
+                    // Hand the buffer back for reuse (fresh pages cost page faults).
+                    let _ = back_tx.try_send(chunk);
+                }
+                if let Some((parts, bytes)) = pending.take() {
+                    fold(parts, bytes)?;
                 }
                 Ok(())
             })();
@@ -522,36 +543,11 @@ pub fn admit(
         c.n_admitted += r.n_samples - r.n_flagged;
     }
     for c in &mut classes {
-        let Some(sorter) = grams.sorters.remove(&c.class) else {
-            continue;
-        };
         let rel = format!("fingerprints/{}.fp", c.class);
         let mut file = AtomicFile::create(&out_dir.join(&rel))?;
-        // The header's count is known only after the merge, so the merged grams go to a scratch
-        // file first and are then copied behind the header (both passes sequential).
-        let body_path = scratch.0.join(format!("{}.fp.body", c.class));
-        let mut body = std::io::BufWriter::with_capacity(
-            1 << 20,
-            std::fs::File::create(&body_path).map_err(|e| CorpusError::io(&body_path, e))?,
-        );
-        let mut n = 0u64;
-        let mut block = Vec::with_capacity(8 * 8192);
-        for g in sorter.finish()? {
-            block.extend_from_slice(&g?.to_le_bytes());
-            n += 1;
-            if block.len() >= 8 * 8192 {
-                std::io::Write::write_all(&mut body, &block)
-                    .map_err(|e| CorpusError::io(&body_path, e))?;
-                block.clear();
-            }
-        }
-        std::io::Write::write_all(&mut body, &block).map_err(|e| CorpusError::io(&body_path, e))?;
-        std::io::Write::flush(&mut body).map_err(|e| CorpusError::io(&body_path, e))?;
-        drop(body);
-        file.write(fingerprint::MAGIC)?;
-        file.write(&n.to_le_bytes())?;
-        copy_into(&body_path, &mut file)?;
-        let _ = std::fs::remove_file(&body_path);
+        let Some(n) = grams.finish_class(&c.class, &mut file)? else {
+            continue;
+        };
         let (digest, _) = file.commit()?;
         c.fingerprint = Some(FingerprintRecord {
             file: rel,
@@ -628,19 +624,6 @@ pub fn admit(
     })
 }
 
-fn copy_into(path: &Path, out: &mut AtomicFile) -> Result<(), CorpusError> {
-    use std::io::Read;
-    let mut f = std::fs::File::open(path).map_err(|e| CorpusError::io(path, e))?;
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).map_err(|e| CorpusError::io(path, e))?;
-        if n == 0 {
-            return Ok(());
-        }
-        out.write(&buf[..n])?;
-    }
-}
-
 struct SourceCtx<'a> {
     decl: &'a Declaration,
     source: &'a SourceDecl,
@@ -649,14 +632,16 @@ struct SourceCtx<'a> {
 
 impl SourceCtx<'_> {
     /// The parallel stage: decode, hash, flag and fingerprint; order preserved.
-    fn process(&self, chunk: &Chunk) -> (Vec<Processed>, Vec<u64>) {
+    fn process(&self, chunk: &Chunk) -> Vec<Part> {
         let flaggers = &self.decl.policy.flaggers;
-        let parts: Vec<(Vec<Processed>, Vec<u64>)> = chunk
+        chunk
             .records
             .par_chunks(256)
             .map(|records| {
                 let mut out = Vec::with_capacity(records.len());
-                let mut grams = Vec::new();
+                // About one gram per 5 bytes of text: avoid regrowing the vector.
+                let text_bytes: usize = records.iter().map(|r| r.span.end - r.span.start).sum();
+                let mut grams = Vec::with_capacity(text_bytes / 5 + 16);
                 for r in records {
                     let bytes = &chunk.data[r.span.start..r.span.end];
                     let format = self.files[r.file_idx as usize].format;
@@ -667,6 +652,7 @@ impl SourceCtx<'_> {
                                 Some(flag) => Processed {
                                     record: *r,
                                     hash,
+                                    leaf: warden_merkle::leaf_hash(&hash),
                                     outcome: Outcome::Flagged(flag),
                                 },
                                 None => {
@@ -674,6 +660,7 @@ impl SourceCtx<'_> {
                                     Processed {
                                         record: *r,
                                         hash,
+                                        leaf: warden_merkle::leaf_hash(&hash),
                                         outcome: Outcome::Admitted,
                                     }
                                 }
@@ -682,6 +669,7 @@ impl SourceCtx<'_> {
                         Err(message) => Processed {
                             record: *r,
                             hash: crate::fsio::sha256(bytes),
+                            leaf: [0u8; 32],
                             outcome: Outcome::Malformed(message),
                         },
                     };
@@ -689,14 +677,7 @@ impl SourceCtx<'_> {
                 }
                 (out, grams)
             })
-            .collect();
-        let mut processed = Vec::with_capacity(chunk.records.len());
-        let mut grams = Vec::new();
-        for (p, g) in parts {
-            processed.extend(p);
-            grams.extend_from_slice(&g);
-        }
-        (processed, grams)
+            .collect()
     }
 }
 

@@ -51,10 +51,6 @@ impl<R: Record> ExternalSorter<R> {
         }
     }
 
-    pub(crate) fn len_in_memory(&self) -> usize {
-        self.buffer.len()
-    }
-
     pub(crate) fn extend(&mut self, records: &[R]) -> Result<(), CorpusError> {
         let mut rest = records;
         while !rest.is_empty() {

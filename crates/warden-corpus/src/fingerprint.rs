@@ -4,7 +4,10 @@
 //! Scheme `token-8gram-v1` (what [`ngram_hashes`] computes, so inference reproduces it exactly):
 //! * tokens are maximal runs of ASCII letters and digits and of non-ASCII bytes; ASCII letters are
 //!   lowercased; everything else (spaces, punctuation) separates tokens;
-//! * each token is hashed with 64-bit FNV-1a and finalized with the SplitMix64 mixer;
+//! * a token's hash folds its lowercased bytes as 8-byte little-endian words: starting from the
+//!   FNV-1a offset basis, `h = mix(h ^ w)` for each full word, then the token hash is
+//!   `mix(h ^ partial ^ (len << 56))` with the zero-padded partial last word (`mix` = the
+//!   SplitMix64 finalizer);
 //! * each window of 8 consecutive tokens within one sample gives the gram
 //!   `mix(Σ t_j · B^(7-j) mod 2^64)`, B = 0x9E3779B97F4A7C15 (computed by rolling);
 //!   a sample with fewer than 8 tokens contributes no gram.
@@ -15,8 +18,15 @@
 //! `n / 2^64` (about 5.4e-12 for n = 10^8). [`false_positive_rate`] computes it; the tests measure
 //! it on a deliberately truncated hash where it is observable, and on the real width.
 //!
-//! File format (`fingerprints/<class>.fp`): the 8 bytes `WFPIDX1\n`, the count `n` as u64
-//! little-endian, then `n` u64 little-endian hashes in strictly ascending order.
+//! File format (`fingerprints/<class>.fp`): the 8 bytes `WFPIDX2\n`, then `n` u64 little-endian
+//! hashes in strictly ascending order, then the count `n` as u64 little-endian (a trailer, so the
+//! file is written in one streaming pass).
+//!
+//! Building it in bounded memory ([`GramSets`]): grams are partitioned by their top bits into
+//! `2^bits` buckets (bits chosen from the corpus size so a bucket stays around 256 Ki grams);
+//! buckets live in memory until a global budget is exceeded, then are appended to scratch files.
+//! At the end each bucket is sorted and deduplicated on its own (in parallel) and the buckets are
+//! written in order — no k-way merge, and peak memory is the budget plus a few buckets.
 
 use std::io::Read;
 use std::path::Path;
@@ -25,9 +35,8 @@ use crate::error::CorpusError;
 
 pub const NGRAM: usize = 8;
 pub const SCHEME: &str = "token-8gram-v1";
-pub(crate) const MAGIC: &[u8; 8] = b"WFPIDX1\n";
+pub(crate) const MAGIC: &[u8; 8] = b"WFPIDX2\n";
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 const BASE: u64 = 0x9E37_79B9_7F4A_7C15;
 
 fn mix(mut z: u64) -> u64 {
@@ -36,10 +45,21 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-#[inline]
-fn is_token_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b >= 0x80
-}
+/// 0 for separators, else the lowercased byte.
+const TOKEN_BYTE: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = if c.is_ascii_alphanumeric() || c >= 0x80 {
+            c.to_ascii_lowercase()
+        } else {
+            0
+        };
+        b += 1;
+    }
+    table
+};
 
 /// Calls `emit` with the hash of every token 8-gram of `text`, in order.
 pub fn ngram_hashes(text: &str, mut emit: impl FnMut(u64)) {
@@ -47,8 +67,6 @@ pub fn ngram_hashes(text: &str, mut emit: impl FnMut(u64)) {
     let mut window = [0u64; NGRAM];
     let mut n_tokens = 0usize;
     let mut rolling = 0u64;
-    let mut token = FNV_OFFSET;
-    let mut in_token = false;
     let mut push = |t: u64| {
         let slot = n_tokens % NGRAM;
         let outgoing = window[slot];
@@ -62,18 +80,28 @@ pub fn ngram_hashes(text: &str, mut emit: impl FnMut(u64)) {
             emit(mix(rolling));
         }
     };
+    // The token hash is folded as bytes arrive: no token buffer.
+    let mut h = FNV_OFFSET;
+    let mut word = 0u64;
+    let mut len = 0u64;
     for &b in text.as_bytes() {
-        if is_token_byte(b) {
-            token = (token ^ u64::from(b.to_ascii_lowercase())).wrapping_mul(FNV_PRIME);
-            in_token = true;
-        } else if in_token {
-            push(mix(token));
-            token = FNV_OFFSET;
-            in_token = false;
+        let lowered = TOKEN_BYTE[b as usize];
+        if lowered != 0 {
+            word |= u64::from(lowered) << (8 * (len & 7));
+            len += 1;
+            if len & 7 == 0 {
+                h = mix(h ^ word);
+                word = 0;
+            }
+        } else if len > 0 {
+            push(mix(h ^ word ^ (len << 56)));
+            h = FNV_OFFSET;
+            word = 0;
+            len = 0;
         }
     }
-    if in_token {
-        push(mix(token));
+    if len > 0 {
+        push(mix(h ^ word ^ (len << 56)));
     }
 }
 
@@ -111,12 +139,12 @@ impl FingerprintIndex {
             return Err("not a fingerprint index (bad magic)".into());
         }
         let mut n = [0u8; 8];
-        n.copy_from_slice(&bytes[8..16]);
+        n.copy_from_slice(&bytes[bytes.len() - 8..]);
         let n = u64::from_le_bytes(n);
-        let body = &bytes[16..];
+        let body = &bytes[8..bytes.len() - 8];
         if Some(body.len() as u64) != n.checked_mul(8) {
             return Err(format!(
-                "header says {n} grams but the file holds {} bytes of grams",
+                "trailer says {n} grams but the file holds {} bytes of grams",
                 body.len()
             ));
         }
@@ -159,6 +187,170 @@ impl FingerprintIndex {
     /// This index's false-positive rate per queried gram: `n / 2^64`.
     pub fn false_positive_rate(&self) -> f64 {
         false_positive_rate(self.grams.len() as u64, 64)
+    }
+}
+
+/// Bounded-memory builders of every class's gram set (see the module docs).
+pub(crate) struct GramSets {
+    sets: std::collections::BTreeMap<String, GramSet>,
+    bits: u32,
+    budget: usize,
+    in_memory: usize,
+    scratch: std::path::PathBuf,
+}
+
+struct GramSet {
+    buckets: Vec<Vec<u64>>,
+    spilled: Vec<bool>,
+}
+
+impl GramSets {
+    /// `expected_bytes`: the text to be fingerprinted (sizes the partition); `budget`: grams held
+    /// in memory, all classes together, before buckets are appended to scratch files.
+    pub(crate) fn new(scratch: std::path::PathBuf, expected_bytes: u64, budget: usize) -> GramSets {
+        // About one gram per 5 bytes of text; aim for ~256 Ki grams per bucket.
+        let expected_grams = expected_bytes / 5;
+        let mut bits = 0;
+        while bits < 12 && (expected_grams >> bits) > (256 << 10) {
+            bits += 1;
+        }
+        GramSets {
+            sets: std::collections::BTreeMap::new(),
+            bits,
+            budget: budget.max(1 << 16),
+            in_memory: 0,
+            scratch,
+        }
+    }
+
+    fn bucket_path(&self, class: &str, bucket: usize) -> std::path::PathBuf {
+        self.scratch.join(format!("grams-{class}-{bucket:04}.bin"))
+    }
+
+    pub(crate) fn extend(&mut self, class: &str, grams: &[u64]) -> Result<(), CorpusError> {
+        let n_buckets = 1usize << self.bits;
+        if !self.sets.contains_key(class) {
+            self.sets.insert(
+                class.to_string(),
+                GramSet {
+                    buckets: vec![Vec::new(); n_buckets],
+                    spilled: vec![false; n_buckets],
+                },
+            );
+        }
+        let bits = self.bits;
+        if let Some(set) = self.sets.get_mut(class) {
+            for &g in grams {
+                let b = if bits == 0 {
+                    0
+                } else {
+                    (g >> (64 - bits)) as usize
+                };
+                set.buckets[b].push(g);
+            }
+        }
+        self.in_memory += grams.len();
+        if self.in_memory > self.budget {
+            self.spill()?;
+        }
+        Ok(())
+    }
+
+    /// Appends every in-memory bucket to its scratch file.
+    fn spill(&mut self) -> Result<(), CorpusError> {
+        use std::io::Write as _;
+        let paths: Vec<(String, usize)> = self
+            .sets
+            .iter()
+            .flat_map(|(c, s)| {
+                s.buckets
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, b)| !b.is_empty())
+                    .map(move |(i, _)| (c.clone(), i))
+            })
+            .collect();
+        let mut bytes = Vec::new();
+        for (class, b) in paths {
+            let path = self.bucket_path(&class, b);
+            let Some(set) = self.sets.get_mut(&class) else {
+                continue;
+            };
+            bytes.clear();
+            for g in &set.buckets[b] {
+                bytes.extend_from_slice(&g.to_le_bytes());
+            }
+            set.buckets[b].clear();
+            set.spilled[b] = true;
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .and_then(|mut f| f.write_all(&bytes))
+                .map_err(|e| CorpusError::io(&path, e))?;
+        }
+        self.in_memory = 0;
+        Ok(())
+    }
+
+    /// Writes the class's index file body (magic, sorted distinct grams, count trailer) into
+    /// `out`; returns the count. Buckets are sorted a few at a time on all cores.
+    pub(crate) fn finish_class(
+        &mut self,
+        class: &str,
+        out: &mut crate::fsio::AtomicFile,
+    ) -> Result<Option<u64>, CorpusError> {
+        use rayon::prelude::*;
+        let Some(mut set) = self.sets.remove(class) else {
+            return Ok(None);
+        };
+        let n_buckets = set.buckets.len();
+        let paths: Vec<std::path::PathBuf> =
+            (0..n_buckets).map(|b| self.bucket_path(class, b)).collect();
+        out.write(MAGIC)?;
+        let mut n = 0u64;
+        let batch = rayon::current_num_threads().max(1) * 2;
+        let mut bytes = Vec::new();
+        let mut start = 0;
+        while start < n_buckets {
+            let end = (start + batch).min(n_buckets);
+            let in_memory: Vec<Vec<u64>> = set.buckets[start..end]
+                .iter_mut()
+                .map(std::mem::take)
+                .collect();
+            let sorted: Vec<Result<Vec<u64>, CorpusError>> = in_memory
+                .into_par_iter()
+                .zip(start..end)
+                .map(|(mut grams, b)| {
+                    if set.spilled[b] {
+                        let raw =
+                            std::fs::read(&paths[b]).map_err(|e| CorpusError::io(&paths[b], e))?;
+                        let _ = std::fs::remove_file(&paths[b]);
+                        grams.extend(raw.chunks_exact(8).map(|c| {
+                            let mut w = [0u8; 8];
+                            w.copy_from_slice(c);
+                            u64::from_le_bytes(w)
+                        }));
+                    }
+                    grams.sort_unstable();
+                    grams.dedup();
+                    Ok(grams)
+                })
+                .collect();
+            for grams in sorted {
+                let grams = grams?;
+                n += grams.len() as u64;
+                bytes.clear();
+                bytes.reserve(grams.len() * 8);
+                for g in &grams {
+                    bytes.extend_from_slice(&g.to_le_bytes());
+                }
+                out.write(&bytes)?;
+            }
+            start = end;
+        }
+        out.write(&n.to_le_bytes())?;
+        Ok(Some(n))
     }
 }
 
