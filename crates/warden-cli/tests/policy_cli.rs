@@ -365,3 +365,29 @@ fn tampered_or_untrusted_bundles_are_refused() {
         "{out}"
     );
 }
+
+#[test]
+fn an_undecided_bundle_is_rejected_and_recorded_with_its_bound() {
+    let s = setup();
+    let bundle = write_bundle(
+        &s.dir,
+        "hard.toml",
+        "version = 1",
+        "\n[[predicate]]\nid = \"task.band\"\ncategory = \"task\"\nrequire = \"3 * output.tokens >= 100 and 3 * output.tokens <= 102\"\n",
+    );
+    let out = s.admit(&bundle, &["--max-conflicts", "0"]);
+    assert!(!out.status.success());
+    let out = text(&out);
+    assert!(
+        out.contains("undecided within the bound (0 conflicts, 4096 refinement rounds)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("recorded as lineage record 0 (policy.rejection)"),
+        "{out}"
+    );
+    assert!(!Path::new(&s.out).join("bundle.admitted.json").exists());
+    // With the default bound the same bundle is decided and admitted (after acknowledging).
+    let out = s.admit(&bundle, &["--acknowledge", "raised the bound"]);
+    assert!(out.status.success(), "{}", text(&out));
+}

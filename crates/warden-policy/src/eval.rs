@@ -173,6 +173,11 @@ impl AdmittedBundle {
         &self.verified.statement().version_id
     }
 
+    /// The index of an attribute (for [`Transition::set_int`]).
+    pub fn attribute_index(&self, name: &str) -> Option<u32> {
+        self.verified.bundle().vocabulary.lookup(name)
+    }
+
     /// Starts a transition for this bundle; every attribute must be set before evaluation.
     pub fn transition(&self) -> TransitionBuilder<'_> {
         TransitionBuilder {
@@ -547,6 +552,30 @@ require = "output.tokens <= 1024"
             judge(&b, "free", "medical", "64", "medical-advice"),
             ("admit".into(), vec![])
         );
+    }
+
+    #[test]
+    fn transitions_can_be_updated_in_place() {
+        let (b, _, _) = loaded();
+        let mut t = b
+            .transition()
+            .set("caller.tier", "free")
+            .and_then(|t| t.set("request.domain", "general"))
+            .and_then(|t| t.set("output.tokens", "10"))
+            .and_then(|t| t.set("output.classes", ""))
+            .and_then(|t| t.build())
+            .unwrap();
+        assert_eq!(evaluate(&b, &t).as_str(), "admit");
+        let tokens = b.attribute_index("output.tokens").unwrap();
+        t.set_int(&b, tokens, 4000).unwrap();
+        assert_eq!(
+            evaluate(&b, &t).ids(),
+            vec!["structural.max-length".to_string()]
+        );
+        assert!(t.set_int(&b, tokens, 9000).is_err());
+        t.update(&b, "output.tokens", "20").unwrap();
+        t.update(&b, "output.classes", "pii").unwrap();
+        assert_eq!(evaluate(&b, &t).ids(), vec!["safety.no-pii".to_string()]);
     }
 
     #[test]

@@ -374,3 +374,56 @@ fn refinement_budget_bounds_the_forall_exists_check() {
     assert_eq!(rejection.check, Check::NoStrandedContext);
     assert!(rejection.is_undecided());
 }
+
+#[test]
+fn a_precondition_outside_the_declared_range_is_dead_on_its_own() {
+    let b = bundle(&[
+        ("cap", None, "output.tokens <= 1024"),
+        (
+            "never",
+            Some("output.tokens > 8192"),
+            "output.verbatim_run == 0",
+        ),
+    ]);
+    let (check, predicate, core, _) = refuted(&b);
+    assert_eq!(check, Check::LivePreconditions);
+    assert_eq!(predicate.as_deref(), Some("never"));
+    assert_eq!(core, ids(&["never"]));
+    // A precondition that contradicts its own requirement is dead without help from the others.
+    let b = bundle(&[(
+        "self-defeating",
+        Some("output.tokens >= 10"),
+        "output.tokens < 5",
+    )]);
+    let (check, predicate, core, _) = refuted(&b);
+    assert_eq!(
+        (check, predicate.as_deref()),
+        (Check::LivePreconditions, Some("self-defeating"))
+    );
+    assert_eq!(core, ids(&["self-defeating"]));
+}
+
+#[test]
+fn enum_and_set_atoms_clash_exactly() {
+    let b = bundle(&[
+        ("medical-only", None, "request.domain in ['medical']"),
+        (
+            "no-advice",
+            None,
+            "not (output.classes contains 'medical-advice')",
+        ),
+        (
+            "advice-when-medical",
+            Some("request.domain == 'medical'"),
+            "output.classes contains 'medical-advice'",
+        ),
+    ]);
+    let (check, _, core, _) = refuted(&b);
+    // The three together are inconsistent; `medical-only` alone also strands other domains,
+    // but consistency is checked first.
+    assert_eq!(check, Check::Consistency);
+    assert_eq!(
+        core,
+        ids(&["medical-only", "no-advice", "advice-when-medical"])
+    );
+}
