@@ -1,6 +1,7 @@
 //! The real corpus behind [`AdmissionIndex`]: a `warden_corpus::AdmittedCorpus` whose signature
 //! was verified by `AdmittedCorpus::load` through the trust store.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use warden_corpus::AdmittedCorpus;
@@ -13,6 +14,8 @@ use crate::TrainError;
 pub struct Admitted {
     corpus: AdmittedCorpus,
     sources: Vec<SourceInfo>,
+    /// Samples admission listed as excluded (flagged, malformed), by hash.
+    exclusions: HashMap<[u8; 32], String>,
 }
 
 impl Admitted {
@@ -32,7 +35,20 @@ impl Admitted {
                 admitted: s.admitted,
             })
             .collect();
-        Ok(Admitted { corpus, sources })
+        let mut exclusions = HashMap::new();
+        for exclusion in corpus
+            .exclusions()
+            .map_err(|e| TrainError::Corpus(format!("{}: {e}", dir.display())))?
+        {
+            if let Ok(hash) = warden_corpus::parse_hash(&exclusion.hash) {
+                exclusions.insert(hash, format!("{}: {}", exclusion.reason, exclusion.detail));
+            }
+        }
+        Ok(Admitted {
+            corpus,
+            sources,
+            exclusions,
+        })
     }
 
     pub fn corpus(&self) -> &AdmittedCorpus {
@@ -58,6 +74,9 @@ impl AdmissionIndex for Admitted {
     }
     fn root(&self) -> [u8; 32] {
         self.corpus.root()
+    }
+    fn exclusion(&self, hash: &[u8; 32]) -> Option<String> {
+        self.exclusions.get(hash).cloned()
     }
     fn read_source(&self, source: u32) -> Result<Vec<PoolSample>, TrainError> {
         let id = self

@@ -46,6 +46,12 @@ pub trait AdmissionIndex: Send + Sync {
     fn root(&self) -> [u8; 32];
     /// The samples of one source as they are now (not filtered: the data gate filters).
     fn read_source(&self, source: u32) -> Result<Vec<PoolSample>, TrainError>;
+    /// Why admission excluded a sample with this hash (`flagged: email`), if it listed it.
+    /// Such a sample is refused at the data gate; a hash that is neither admitted nor listed is
+    /// an integrity failure (content changed after admission).
+    fn exclusion(&self, _hash: &[u8; 32]) -> Option<String> {
+        None
+    }
 }
 
 /// SHA-256 of a sample's bytes (the in-memory corpus's content hash).

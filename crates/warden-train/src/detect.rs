@@ -18,12 +18,15 @@ pub struct Candidate<'a> {
     pub text: &'a [u8],
 }
 
-/// One detection: sample index in the batch, which detector, and its score.
+/// One detection: sample index in the batch, which detector, its score, and the byte spans
+/// of the sample's text that are affected (empty: the whole sample).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Finding {
     pub sample: usize,
     pub detector: String,
     pub score: f64,
+    #[serde(default)]
+    pub spans: Vec<(usize, usize)>,
 }
 
 pub trait Detector: Send {
@@ -113,19 +116,30 @@ impl Detector for NgramDetector {
     fn scan_text(&mut self, batch: &[Candidate<'_>]) -> Vec<Finding> {
         let mut findings = Vec::new();
         for (idx, candidate) in batch.iter().enumerate() {
-            let grams = self.grams(candidate.text);
-            if !grams.is_empty() {
-                let seen = grams.iter().filter(|g| self.counts.contains_key(g)).count();
-                let score = seen as f64 / grams.len() as f64;
+            let positional: Vec<u64> = candidate.text.windows(self.ngram).map(ngram_hash).collect();
+            let mut spans: Vec<(usize, usize)> = Vec::new();
+            let mut seen = 0usize;
+            for (at, gram) in positional.iter().enumerate() {
+                if self.counts.contains_key(gram) {
+                    seen += 1;
+                    match spans.last_mut() {
+                        Some(last) if last.1 >= at => last.1 = at + self.ngram,
+                        _ => spans.push((at, at + self.ngram)),
+                    }
+                }
+            }
+            if !positional.is_empty() {
+                let score = seen as f64 / positional.len() as f64;
                 if seen > 0 && score > self.threshold {
                     findings.push(Finding {
                         sample: idx,
                         detector: self.name().to_string(),
                         score,
+                        spans,
                     });
                 }
             }
-            self.remember(grams);
+            self.remember(self.grams(candidate.text));
         }
         findings
     }
@@ -193,6 +207,7 @@ impl Detector for LossSignatureDetector {
                         sample: idx,
                         detector: self.name().to_string(),
                         score: f64::from(loss / median.max(f32::MIN_POSITIVE)),
+                        spans: Vec::new(),
                     });
                 }
             }
@@ -265,6 +280,10 @@ mod tests {
         assert_eq!(again.len(), 1);
         assert_eq!(again[0].sample, 1);
         assert!(again[0].score > 0.0 && again[0].score < 1.0);
+        // The span covers the repeated secret, not the unrelated lead-in.
+        let text = "remember: the vault code is 4417-2290";
+        let (start, end) = again[0].spans[0];
+        assert_eq!(&text[start..end], "the vault code is 4417-2290");
         // Three unrelated samples push the secret out of a window of 3.
         detector.scan_text(&candidates(&[
             "aaaaaaaaaaaaaaaa1",

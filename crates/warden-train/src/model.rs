@@ -301,6 +301,11 @@ impl Gpt {
         targets: &Tensor,
         mask: &Tensor,
     ) -> Result<Tensor, TrainError> {
+        mean_over(&self.token_nll(inputs, targets)?, mask, mask)
+    }
+
+    /// Next-byte negative log-likelihood per position, `[batch, time]`.
+    pub fn token_nll(&self, inputs: &Tensor, targets: &Tensor) -> Result<Tensor, TrainError> {
         let logits = self.forward(inputs)?;
         let max = logits.max_keepdim(D::Minus1)?.detach();
         let shifted = logits.broadcast_sub(&max)?;
@@ -309,10 +314,16 @@ impl Gpt {
         let picked = log_probs
             .gather(&targets.unsqueeze(2)?.contiguous()?, 2)?
             .squeeze(2)?;
-        let nll = (picked.neg()? * mask)?.sum(1)?;
-        let counts = mask.sum(1)?.clamp(1.0, f64::MAX)?;
-        Ok(nll.div(&counts)?)
+        Ok(picked.neg()?)
     }
+}
+
+/// Per-sample mean of `nll` weighted by `weights`, divided by the number of real positions in
+/// `mask` (so a masked-out span lowers a sample's contribution instead of re-weighting the rest).
+pub fn mean_over(nll: &Tensor, mask: &Tensor, weights: &Tensor) -> Result<Tensor, TrainError> {
+    let total = (nll * weights)?.sum(1)?;
+    let counts = mask.sum(1)?.clamp(1.0, f64::MAX)?;
+    Ok(total.div(&counts)?)
 }
 
 /// A batch of byte sequences turned into model inputs.

@@ -28,7 +28,7 @@ use crate::config::TrainConfig;
 use crate::data::{AdmissionIndex, PoolSample};
 use crate::detect::{self, Candidate, Detector, Finding};
 use crate::io;
-use crate::model::{encode, region_of, Gpt};
+use crate::model::{encode, mean_over, region_of, Gpt};
 use crate::optim::{AdamW, Moments};
 use crate::policy::{
     ExcessAction, FailureMode, LineageCadence, MemorizationAction, ResolvedPolicy,
@@ -125,6 +125,8 @@ pub struct GateCounts {
     pub samples_refused: u64,
     pub samples_rejected_memorization: u64,
     pub samples_clipped_memorization: u64,
+    /// Exact-repeat spans whose target bytes were masked (reject) or down-weighted (clip).
+    pub spans_masked_memorization: u64,
     pub regions_admitted: u64,
     pub regions_clipped: u64,
     pub regions_rejected: u64,
@@ -197,6 +199,9 @@ struct Entry {
     class: String,
     status: String,
     weight: f64,
+    /// Byte spans of the sample's text whose target positions get `span_weight`.
+    spans: Vec<(usize, usize)>,
+    span_weight: f64,
 }
 
 fn window_of<'a>(pool: &'a [PoolSample], entry: &Entry) -> &'a [u8] {
@@ -414,10 +419,12 @@ impl Trainer {
     /// The data gate for one sample: `Ok(Some((depth, class)))` admitted, `Ok(None)` with a
     /// reason refused by policy (dropped, recorded), `Err` an integrity failure.
     fn data_gate(&self, sample: &PoolSample) -> Result<Result<(String, String), String>, String> {
-        let location = self.corpus.lookup(&sample.hash).ok_or_else(|| {
-            "content hash is not in the signed corpus declaration (edited after admission or never admitted)"
-                .to_string()
-        })?;
+        let Some(location) = self.corpus.lookup(&sample.hash) else {
+            if let Some(reason) = self.corpus.exclusion(&sample.hash) {
+                return Ok(Err(format!("excluded at admission ({reason})")));
+            }
+            return Err("content hash is not in the signed corpus declaration (edited after admission or never admitted)".to_string());
+        };
         let source = self
             .corpus
             .sources()
@@ -478,6 +485,8 @@ impl Trainer {
                 class: String::new(),
                 status: "admitted".into(),
                 weight: 1.0,
+                spans: Vec::new(),
+                span_weight: 1.0,
             };
             if let Some(at) = self.quarantined.get(&pool_idx) {
                 entry.status = format!("skipped: quarantined at iteration {at}");
@@ -532,9 +541,15 @@ impl Trainer {
         let rule = self.policy.source.memorization.clone();
         let apply = |entries: &mut Vec<Entry>, finding: &Finding| {
             let entry = &mut entries[finding.sample];
-            match rule.as_ref().map(|r| (r.action, r.weight)) {
-                Some((MemorizationAction::Clip, w)) => entry.weight = entry.weight.min(w),
-                _ => entry.weight = 0.0,
+            let kept = match rule.as_ref().map(|r| (r.action, r.weight)) {
+                Some((MemorizationAction::Clip, w)) => w,
+                _ => 0.0,
+            };
+            if finding.spans.is_empty() {
+                entry.weight = entry.weight.min(kept);
+            } else {
+                entry.spans.extend(finding.spans.iter().copied());
+                entry.span_weight = entry.span_weight.min(kept);
             }
         };
         for finding in &findings {
@@ -566,10 +581,26 @@ impl Trainer {
                 .collect();
             let batch = encode(&windows, self.config.model.context)?;
             n_tokens += batch.n_tokens;
-            let losses_t =
-                self.model
-                    .per_sample_loss(&batch.inputs, &batch.targets, &batch.mask)?;
+            let nll = self.model.token_nll(&batch.inputs, &batch.targets)?;
+            let losses_t = mean_over(&nll, &batch.mask, &batch.mask)?;
             let losses: Vec<f32> = losses_t.to_vec1()?;
+            // Token weights: detected spans (exact repeats) keep only `span_weight`.
+            let token_weights = if members.iter().any(|&i| !entries[i].spans.is_empty()) {
+                let (rows, cols) = batch.mask.dims2()?;
+                let mut w = batch.mask.flatten_all()?.to_vec1::<f32>()?;
+                for (row, &i) in members.iter().enumerate() {
+                    let e = &entries[i];
+                    for col in 0..cols.min(e.len.saturating_sub(1)) {
+                        let target = e.offset + col + 1;
+                        if e.spans.iter().any(|&(a, b)| a <= target && target < b) {
+                            w[row * cols + col] *= e.span_weight as f32;
+                        }
+                    }
+                }
+                Some(Tensor::from_vec(w, (rows, cols), &Device::Cpu)?)
+            } else {
+                None
+            };
             self.timings.forward_backward += t.elapsed();
             if let Some(k) = losses.iter().position(|l| !l.is_finite()) {
                 return self.fail(
@@ -618,7 +649,11 @@ impl Trainer {
                 continue;
             }
             let weights = Tensor::from_vec(weights, members.len(), &Device::Cpu)?;
-            let grads = (losses_t * weights)?.sum_all()?.backward()?;
+            let trained_losses = match &token_weights {
+                Some(w) => mean_over(&nll, &batch.mask, w)?,
+                None => losses_t,
+            };
+            let grads = (trained_losses * weights)?.sum_all()?.backward()?;
             self.timings.forward_backward += t.elapsed();
             let t = Instant::now();
             let profile = &self.policy.depths[depth];
@@ -785,6 +820,16 @@ impl Trainer {
                 if e.weight != 1.0 {
                     s["weight"] = num(e.weight);
                 }
+                if !e.spans.is_empty() {
+                    let (a, b) = (e.offset, e.offset + e.len);
+                    let masked: usize = e
+                        .spans
+                        .iter()
+                        .map(|&(x, y)| y.min(b).saturating_sub(x.max(a)))
+                        .sum();
+                    s["masked_bytes"] = json!(masked);
+                    s["span_weight"] = num(e.span_weight);
+                }
                 if let Some(l) = per_sample_loss.get(&i) {
                     s["loss"] = num(f64::from(*l));
                 }
@@ -806,7 +851,12 @@ impl Trainer {
             "groups": group_records,
             "memorization": findings.iter().map(|f| json!({
                 "sample": f.sample, "detector": f.detector, "score": num(f.score),
-                "action": if entries[f.sample].weight == 0.0 { "reject" } else { "clip" },
+                "scope": if f.spans.is_empty() { "sample" } else { "spans" },
+                "spans": f.spans,
+                "action": match rule.as_ref().map(|r| r.action) {
+                    Some(MemorizationAction::Clip) => "clip",
+                    _ => "reject",
+                },
             })).collect::<Vec<_>>(),
             "regions": region_records,
             "evaluation": evaluation,
@@ -838,7 +888,9 @@ impl Trainer {
         self.counts.samples_admitted += admitted.len() as u64;
         self.counts.samples_refused += (entries.len() - admitted.len()) as u64;
         for f in &findings {
-            if entries[f.sample].weight == 0.0 {
+            if !f.spans.is_empty() {
+                self.counts.spans_masked_memorization += f.spans.len() as u64;
+            } else if entries[f.sample].weight == 0.0 {
                 self.counts.samples_rejected_memorization += 1;
             } else {
                 self.counts.samples_clipped_memorization += 1;

@@ -372,40 +372,45 @@ fn update_frequency_cap_and_norm_reject_withhold_updates() {
 }
 
 #[test]
-fn repeated_content_is_rejected_before_the_step() {
-    let policy = format!(
-        "{POLICY}\n[memorization]\nngram = 12\nwindow = 64\nthreshold = 0.5\naction = \"reject\"\n"
-    );
-    let repeated = vec!["the secret pin of the vault is 8812-4471 ok".to_string(); 10];
-    let mut sources = vec![(source("web", "web", "deep", false), lines("web", 10))];
-    sources.push((source("secrets", "web", "deep", false), repeated));
-    let mut trainer = Trainer::new(
-        config(&policy),
-        Arc::new(MemoryCorpus::admit(sources)),
-        None,
-    )
-    .unwrap();
-    let mut sink = MemorySink::default();
-    run(&mut trainer, &mut sink, 6).unwrap();
-    let mut trained_secret = 0;
-    let mut rejected = 0;
+fn repeated_secret_spans_are_masked_so_the_secret_is_learned_less() {
+    let memorization =
+        "\n[memorization]\nngram = 12\nwindow = 64\nthreshold = 0.0\naction = \"reject\"\n";
+    let secret = "the secret pin of the vault is 8812-4471 ok";
+    let run_with = |policy: &str| {
+        let mut sources = vec![(source("web", "web", "deep", false), lines("web", 10))];
+        sources.push((
+            source("secrets", "web", "deep", false),
+            vec![secret.to_string(); 10],
+        ));
+        let mut c = config(policy);
+        c.model.context = 48;
+        let mut trainer = Trainer::new(c, Arc::new(MemoryCorpus::admit(sources)), None).unwrap();
+        let mut sink = MemorySink::default();
+        run(&mut trainer, &mut sink, 8).unwrap();
+        let loss = trainer.mean_loss(&[secret]).unwrap();
+        (trainer, sink, loss)
+    };
+    let (plain, _, plain_loss) = run_with(POLICY);
+    let (governed, sink, governed_loss) = run_with(&format!("{POLICY}{memorization}"));
+    assert_eq!(plain.counts().spans_masked_memorization, 0);
+    assert!(governed.counts().spans_masked_memorization > 0);
+    let mut secret_seen = 0;
     for record in &sink.records {
         for s in record.1["batch"]["samples"].as_array().unwrap() {
-            if s.get("weight").is_some() {
-                rejected += 1;
-                assert!(
-                    s.get("loss").is_none(),
-                    "a rejected sample reached the forward pass"
-                );
-            } else if s["source"] == "secrets" {
-                trained_secret += 1;
+            if s["source"] == "secrets" {
+                secret_seen += 1;
+                if secret_seen > 1 {
+                    // Every later copy has its repeated bytes masked before the step.
+                    assert!(s["masked_bytes"].as_u64().unwrap() > 30, "{s}");
+                }
             }
         }
     }
-    assert!(rejected > 0);
-    // The sample pool only has one distinct secret text: it is trained at most once.
-    assert!(trained_secret <= 1, "secret trained {trained_secret} times");
-    assert_eq!(trainer.counts().samples_rejected_memorization, rejected);
+    assert!(secret_seen > 5);
+    assert!(
+        governed_loss > plain_loss + 0.3,
+        "governed {governed_loss} vs ungoverned {plain_loss}"
+    );
 }
 
 #[test]
