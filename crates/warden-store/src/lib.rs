@@ -60,7 +60,10 @@ pub enum StoreError {
     #[error("{path}: a lineage already exists here")]
     Exists { path: String },
     #[error("{path}: the lineage is damaged: {cause}")]
-    Damaged { path: String, cause: VerifyError },
+    Damaged {
+        path: String,
+        cause: Box<VerifyError>,
+    },
     #[error("record for kind `{kind}`: {source}")]
     Record {
         kind: String,
@@ -291,17 +294,17 @@ fn segment_fault(scan: &Scan, allow_torn_tail: bool) -> Result<(), VerifyError> 
                     RecordFault::Corrupt(format!("{reason} at byte {offset} of {name}")),
                 ))
             }
+            // A torn tail is tolerated only at the end of the last segment, and only when opening.
+            Some(FrameFault::Torn { .. }) if allow_torn_tail && i == last => {}
             Some(FrameFault::Torn { frame, offset }) => {
-                if !(allow_torn_tail && i == last) {
-                    return Err(VerifyError::record(
-                        index + frame,
-                        "incomplete",
-                        RecordFault::Torn {
-                            file: name,
-                            offset: *offset,
-                        },
-                    ));
-                }
+                return Err(VerifyError::record(
+                    index + frame,
+                    "incomplete",
+                    RecordFault::Torn {
+                        file: name,
+                        offset: *offset,
+                    },
+                ));
             }
         }
         index += file.frames.len() as u64;
@@ -472,7 +475,7 @@ impl Lineage {
         let scan = scan_dir(dir)?;
         let damaged = |cause| StoreError::Damaged {
             path: dir.display().to_string(),
-            cause,
+            cause: Box::new(cause),
         };
         segment_fault(&scan, true).map_err(damaged)?;
         checkpoint_fault(&scan, true).map_err(damaged)?;
@@ -900,7 +903,7 @@ pub fn read_all(dir: &Path) -> Result<Vec<SignedRecord>, StoreError> {
     let scan = scan_dir(dir)?;
     segment_fault(&scan, false).map_err(|cause| StoreError::Damaged {
         path: dir.display().to_string(),
-        cause,
+        cause: Box::new(cause),
     })?;
     let mut out = Vec::new();
     for file in &scan.files {
