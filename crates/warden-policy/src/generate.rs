@@ -1,9 +1,10 @@
 //! Deterministic generator of consistent bundles of any size, for benchmarks and tests.
 //!
-//! Every generated predicate is satisfied by "short, quiet" outputs (few tokens, no verbatim run,
-//! no flagged classes, enough citations), and every precondition can be met, so the bundles pass
-//! all three checks by construction, while still exercising context preconditions, linear
-//! arithmetic over several attributes and output-side preconditions.
+//! Every context is served by "short, quiet" outputs (few tokens, no verbatim run, no flagged
+//! classes) with a number of citations that depends on the domain (at least 10 where answers need
+//! citations, at most 2 elsewhere), and every precondition can be met, so the bundles pass all
+//! three checks by construction, while exercising context preconditions, linear arithmetic over
+//! several attributes, output-side preconditions and context-dependent outputs.
 
 use std::fmt::Write as _;
 
@@ -30,6 +31,8 @@ impl SplitMix {
 
 const TIERS: [&str; 4] = ["anonymous", "free", "verified", "internal"];
 const DOMAINS: [&str; 5] = ["general", "medical", "legal", "finance", "code"];
+/// Domains whose answers need citations (lower bounds); the others get upper bounds.
+const CITED: [&str; 3] = ["medical", "legal", "finance"];
 
 /// The vocabulary used by generated bundles (also a realistic example).
 pub const VOCABULARY: &str = r#"[vocabulary]
@@ -116,11 +119,22 @@ pub fn consistent_bundle(name: &str, n_predicates: usize, seed: u64) -> String {
                 },
                 Some(format!(
                     "request.domain in ['{}', '{}'] and caller.trust < {}",
-                    rng.pick(&DOMAINS),
-                    rng.pick(&DOMAINS),
+                    rng.pick(&CITED),
+                    rng.pick(&CITED),
                     1 + rng.below(100)
                 )),
                 format!("output.citations >= {}", rng.below(11)),
+            ),
+            // Uncited domains keep citations low: outputs must differ by context, so the
+            // no-stranded-context check needs more than one refinement round.
+            7 if idx % 16 == 15 => (
+                "task",
+                "strict",
+                Some(format!(
+                    "request.domain == '{}'",
+                    rng.pick(&["general", "code"])
+                )),
+                format!("output.citations <= {}", 2 + rng.below(3)),
             ),
             _ => (
                 "task",
