@@ -221,7 +221,6 @@ impl Bundle {
             let offset = e.span().map_or(0, |s| s.start);
             source.error(offset, None, e.message().trim().to_string())
         })?;
-        let header_span = raw.bundle.span();
         let header = raw.bundle.into_inner();
 
         let name = header.name.get_ref().clone();
@@ -265,7 +264,6 @@ impl Bundle {
                 Some(value)
             }
         };
-        let _ = header_span;
 
         let mut attributes = Vec::new();
         for (attr_name, decl) in &raw.vocabulary {
