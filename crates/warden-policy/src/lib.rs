@@ -14,6 +14,52 @@
 //!
 //! This crate does no IO: the CLI reads and writes files and appends the `policy.admission` /
 //! `policy.rejection` records described in [`records`].
+//!
+//! ```
+//! use std::time::SystemTime;
+//! use warden_keys::{Role, SigningKey, TrustStore};
+//! use warden_policy::{admit, evaluate, prove, AdmittedBundle, Bound, Bundle, Verdict};
+//!
+//! let text = r#"
+//! [bundle]
+//! name = "example"
+//! version = 1
+//! [vocabulary]
+//! "caller.tier"   = { enum = ["free", "verified"], context = true }
+//! "output.tokens" = { int = [0, 8192] }
+//! [[predicate]]
+//! id = "structural.max-length"
+//! category = "structural"
+//! require = "output.tokens <= 1024"
+//! [[predicate]]
+//! id = "task.free-is-short"
+//! category = "task"
+//! weight = "advisory"
+//! when = "caller.tier == 'free'"
+//! require = "output.tokens <= 256"
+//! "#;
+//! let bundle = Bundle::parse(text, "example.toml")?;
+//! let proof = prove(&bundle, &Bound::default()).map_err(|r| r.to_string())?;
+//! let key = SigningKey::from_seed(Role::PolicyAuthority, "policy", &[1; 32])?;
+//! let signed = admit(&bundle, &proof, &key, SystemTime::now(), None)?;
+//!
+//! // The consumer side: verify once at load, then evaluate many transitions.
+//! let mut trust = TrustStore::new();
+//! trust.add(Role::PolicyAuthority, key.public().clone());
+//! let admitted = AdmittedBundle::load(signed.to_bytes(), "example.admitted.json", &trust)?;
+//! let mut step = admitted
+//!     .transition()
+//!     .set("caller.tier", "free")?
+//!     .set("output.tokens", "100")?
+//!     .build()?;
+//! assert!(matches!(evaluate(&admitted, &step), Verdict::Admit));
+//! let tokens = admitted.attribute_index("output.tokens").ok_or("no such attribute")?;
+//! step.set_int(&admitted, tokens, 512)?;
+//! let verdict = evaluate(&admitted, &step);
+//! assert_eq!(verdict.as_str(), "decompose");
+//! assert_eq!(verdict.ids(), ["task.free-is-short"]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 pub mod bundle;
 mod encode;
