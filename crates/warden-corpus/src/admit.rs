@@ -61,7 +61,7 @@ impl Default for AdmitOptions {
             skip_malformed: false,
             progress: false,
             gram_budget: 4 << 20,
-            sample_budget: 512 << 10,
+            sample_budget: 128 << 10,
             chunk_bytes: 4 << 20,
             threads: None,
         }

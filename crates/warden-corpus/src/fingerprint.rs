@@ -280,7 +280,9 @@ impl GramSets {
             for g in &set.buckets[b] {
                 bytes.extend_from_slice(&g.to_le_bytes());
             }
-            set.buckets[b].clear();
+            // Release the capacity too: a class that is done must not keep its peak allocation
+            // while the next class fills its own buckets.
+            set.buckets[b] = Vec::new();
             set.spilled[b] = true;
             std::fs::OpenOptions::new()
                 .create(true)
