@@ -14,6 +14,9 @@ use crate::policy::MemorizationRule;
 /// What a detector sees of one sample: its class and its whole text (not only the window
 /// drawn this iteration: two windows of one repeated secret need not overlap).
 pub struct Candidate<'a> {
+    /// Identity of the sample (its place in the corpus, not its content): a sample drawn again
+    /// in a later epoch is the same sample, while an identical copy elsewhere is a duplicate.
+    pub id: u64,
     pub class: &'a str,
     pub text: &'a [u8],
 }
@@ -56,14 +59,17 @@ fn ngram_hash(bytes: &[u8]) -> u64 {
     })
 }
 
-/// (a) Exact-match scanning: long n-gram repeats between a sample and the recent window
-/// (including earlier samples of the same batch).
+/// (a) Exact-match scanning: long n-gram repeats between a sample and *other* samples of the
+/// recent window (including earlier samples of the same batch). Re-drawing the same sample in a
+/// later epoch is ordinary training, not duplicated content, so a sample's own earlier
+/// occurrences do not count against it.
 pub struct NgramDetector {
     ngram: usize,
     window: usize,
     threshold: f64,
-    recent: VecDeque<Vec<u64>>,
+    recent: VecDeque<(u64, Vec<u64>)>,
     counts: HashMap<u64, u32>,
+    occurrences: HashMap<u64, u32>,
 }
 
 impl NgramDetector {
@@ -74,6 +80,7 @@ impl NgramDetector {
             threshold,
             recent: VecDeque::new(),
             counts: HashMap::new(),
+            occurrences: HashMap::new(),
         }
     }
 
@@ -84,13 +91,20 @@ impl NgramDetector {
         grams
     }
 
-    fn remember(&mut self, grams: Vec<u64>) {
+    fn remember(&mut self, id: u64, grams: Vec<u64>) {
         for g in &grams {
             *self.counts.entry(*g).or_insert(0) += 1;
         }
-        self.recent.push_back(grams);
+        *self.occurrences.entry(id).or_insert(0) += 1;
+        self.recent.push_back((id, grams));
         while self.recent.len() > self.window {
-            if let Some(old) = self.recent.pop_front() {
+            if let Some((old_id, old)) = self.recent.pop_front() {
+                if let Some(n) = self.occurrences.get_mut(&old_id) {
+                    *n -= 1;
+                    if *n == 0 {
+                        self.occurrences.remove(&old_id);
+                    }
+                }
                 for g in old {
                     if let Some(c) = self.counts.get_mut(&g) {
                         *c -= 1;
@@ -117,10 +131,12 @@ impl Detector for NgramDetector {
         let mut findings = Vec::new();
         for (idx, candidate) in batch.iter().enumerate() {
             let positional: Vec<u64> = candidate.text.windows(self.ngram).map(ngram_hash).collect();
+            // Each earlier occurrence of this very sample contributed each of its n-grams once.
+            let own = self.occurrences.get(&candidate.id).copied().unwrap_or(0);
             let mut spans: Vec<(usize, usize)> = Vec::new();
             let mut seen = 0usize;
             for (at, gram) in positional.iter().enumerate() {
-                if self.counts.contains_key(gram) {
+                if self.counts.get(gram).is_some_and(|&c| c > own) {
                     seen += 1;
                     match spans.last_mut() {
                         Some(last) if last.1 >= at => last.1 = at + self.ngram,
@@ -139,22 +155,23 @@ impl Detector for NgramDetector {
                     });
                 }
             }
-            self.remember(self.grams(candidate.text));
+            self.remember(candidate.id, self.grams(candidate.text));
         }
         findings
     }
 
     fn state(&self) -> serde_json::Value {
-        serde_json::json!({"recent": self.recent})
+        serde_json::json!({ "recent": self.recent })
     }
 
     fn restore(&mut self, state: &serde_json::Value) -> Result<(), String> {
-        let recent: Vec<Vec<u64>> = serde_json::from_value(state["recent"].clone())
+        let recent: Vec<(u64, Vec<u64>)> = serde_json::from_value(state["recent"].clone())
             .map_err(|e| format!("exact-ngram state: {e}"))?;
         self.recent.clear();
         self.counts.clear();
-        for grams in recent {
-            self.remember(grams);
+        self.occurrences.clear();
+        for (id, grams) in recent {
+            self.remember(id, grams);
         }
         Ok(())
     }
@@ -262,6 +279,7 @@ mod tests {
         texts
             .iter()
             .map(|t| Candidate {
+                id: ngram_hash(t.as_bytes()),
                 class: "web",
                 text: t.as_bytes(),
             })
@@ -296,13 +314,31 @@ mod tests {
     }
 
     #[test]
+    fn the_same_sample_drawn_again_is_not_a_duplicate() {
+        let mut detector = NgramDetector::new(8, 16, 0.0);
+        let text = "one sample drawn in two epochs";
+        assert!(detector.scan_text(&candidates(&[text])).is_empty());
+        assert!(detector.scan_text(&candidates(&[text])).is_empty());
+        // Different content sharing its words is a duplicate.
+        assert_eq!(
+            detector
+                .scan_text(&candidates(&["drawn in two epochs!"]))
+                .len(),
+            1
+        );
+    }
+
+    #[test]
     fn state_round_trips() {
         let mut a = NgramDetector::new(8, 4, 0.0);
         a.scan_text(&candidates(&["some sample text here"]));
         let mut b = NgramDetector::new(8, 4, 0.0);
         b.restore(&a.state()).unwrap();
+        assert!(b
+            .scan_text(&candidates(&["some sample text here"]))
+            .is_empty());
         assert_eq!(
-            b.scan_text(&candidates(&["some sample text here"])).len(),
+            b.scan_text(&candidates(&["some sample text here!"])).len(),
             1
         );
     }

@@ -1,6 +1,7 @@
 //! warden-train: the governed training loop — model, optimizer, gates, detectors, manifest.
 
 pub mod admitted;
+pub mod bench;
 pub mod config;
 pub mod data;
 pub mod detect;

@@ -239,10 +239,12 @@ pub fn resume(
     )
 }
 
-/// Trains `config` into `run_dir`, appending to an existing lineage (the demo's shared one).
-pub fn train_into_lineage(
+/// Trains `config` into `run_dir`, appending to an existing lineage (the demo's shared one);
+/// `canaries` (a `canaries.json`) feeds the canary-exposure probe.
+pub fn train_into_lineage_with_canaries(
     config: TrainConfig,
     corpus: Arc<dyn AdmissionIndex>,
+    canaries: Option<&Path>,
     run_dir: &Path,
     lineage: &Lineage,
     key: Arc<SigningKey>,
@@ -250,6 +252,9 @@ pub fn train_into_lineage(
 ) -> Result<RunSummary, TrainError> {
     std::fs::create_dir_all(run_dir).map_err(|e| io_err(run_dir, e))?;
     let mut trainer = Trainer::new(config, corpus, Some(run_dir.to_path_buf()))?;
+    if let Some(path) = canaries {
+        trainer.set_canaries_from_pool(load_canaries(path)?);
+    }
     let mut sink = LineageSink {
         lineage,
         key: key.clone(),

@@ -337,6 +337,10 @@ impl Trainer {
         self.canaries = canaries;
     }
 
+    pub fn canaries(&self) -> &[Canary] {
+        &self.canaries
+    }
+
     /// Replaces the memorization detectors (the interface is open for new ones).
     pub fn set_detectors(&mut self, detectors: Vec<Box<dyn Detector>>) {
         self.detectors = detectors;
@@ -525,6 +529,7 @@ impl Trainer {
             let candidates: Vec<Candidate<'_>> = admitted
                 .iter()
                 .map(|&i| Candidate {
+                    id: entries[i].pool_idx as u64,
                     class: &entries[i].class,
                     text: self.pool[entries[i].pool_idx].text.as_bytes(),
                 })
@@ -619,6 +624,7 @@ impl Trainer {
                 let candidates: Vec<Candidate<'_>> = members
                     .iter()
                     .map(|&i| Candidate {
+                        id: entries[i].pool_idx as u64,
                         class: &entries[i].class,
                         text: self.pool[entries[i].pool_idx].text.as_bytes(),
                     })
@@ -875,6 +881,7 @@ impl Trainer {
             let candidates: Vec<Candidate<'_>> = trained
                 .iter()
                 .map(|&i| Candidate {
+                    id: entries[i].pool_idx as u64,
                     class: &entries[i].class,
                     text: self.pool[entries[i].pool_idx].text.as_bytes(),
                 })

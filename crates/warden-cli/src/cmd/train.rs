@@ -10,6 +10,8 @@ use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use warden_keys::Role;
 use warden_store::fs;
+use warden_train::bench;
+use warden_train::config::TrainConfig;
 use warden_train::run::{self, RunSummary};
 use warden_train::trainer::{GateCounts, Outcome, Trainer};
 
@@ -92,12 +94,13 @@ fn progress_bar(total: u64) -> ProgressBar {
 
 fn gate_line(c: &GateCounts) -> String {
     format!(
-        "regions admitted {} clipped {} rejected {} | samples {} refused {} memorization rejected {} clipped {} | evals {} refused {} | failures {}",
+        "regions admitted {} clipped {} rejected {} | samples {} refused {} | memorization: spans masked {}, samples rejected {} clipped {} | evals {} refused {} | failures {}",
         c.regions_admitted,
         c.regions_clipped,
         c.regions_rejected,
         c.samples_admitted,
         c.samples_refused,
+        c.spans_masked_memorization,
         c.samples_rejected_memorization,
         c.samples_clipped_memorization,
         c.evals_run,
@@ -125,7 +128,9 @@ fn reporter(bar: &ProgressBar) -> impl FnMut(&Trainer, &Outcome) + '_ {
             c.regions_clipped,
             c.regions_rejected,
             c.samples_refused,
-            c.samples_rejected_memorization + c.samples_clipped_memorization,
+            c.spans_masked_memorization
+                + c.samples_rejected_memorization
+                + c.samples_clipped_memorization,
             c.failures
         ));
     }
@@ -207,9 +212,20 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
 
 #[derive(Args)]
 pub struct BenchArgs {
-    /// Iterations measured (each runs governed and ungoverned on the same batch).
+    /// Iterations measured (each one runs governed and ungoverned on the same batch).
     #[arg(long, default_value_t = 40)]
     pub steps: u64,
+    /// Synthetic corpus scale (1.0 is about 4 MB).
+    #[arg(long, default_value_t = 0.05)]
+    pub scale: f64,
+    #[arg(long, default_value_t = 2)]
+    pub layers: usize,
+    #[arg(long, default_value_t = 64)]
+    pub width: usize,
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 64)]
+    pub context: usize,
 }
 
 #[derive(Args)]
@@ -217,17 +233,400 @@ pub struct MemorizationArgs {
     /// Training iterations per model.
     #[arg(long, default_value_t = 600)]
     pub steps: u64,
+    /// Synthetic corpus scale (canaries do not scale, so smaller corpora repeat them more).
+    #[arg(long, default_value_t = 0.1)]
+    pub scale: f64,
+    #[arg(long, default_value_t = 2)]
+    pub layers: usize,
+    #[arg(long, default_value_t = 64)]
+    pub width: usize,
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 64)]
+    pub context: usize,
+    /// Exact-repeat n-gram length (bytes) of the governed run's detector.
+    #[arg(long, default_value_t = 40)]
+    pub ngram: usize,
+    /// Samples the governed run's detector remembers.
+    #[arg(long, default_value_t = 1024)]
+    pub window: usize,
+    /// Random same-format candidates per canary for the exposure rank.
+    #[arg(long, default_value_t = 255)]
+    pub candidates: usize,
 }
 
-pub fn bench(_args: BenchArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not built yet")
+/// A scratch directory removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> anyhow::Result<Scratch> {
+        let dir = std::env::temp_dir().join(format!("warden-{name}-{}", std::process::id()));
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).with_context(|| dir.display().to_string())?;
+        }
+        std::fs::create_dir_all(&dir).with_context(|| dir.display().to_string())?;
+        Ok(Scratch(dir))
+    }
 }
 
-pub fn bench_memorization(_args: MemorizationArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not built yet")
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
-pub fn demo_stage(_ctx: &mut super::demo::DemoContext) -> anyhow::Result<()> {
-    let _ = (Path::new("."), Duration::ZERO);
+#[allow(clippy::too_many_arguments)]
+fn bench_config(
+    corpus: &Path,
+    steps: u64,
+    layers: usize,
+    width: usize,
+    batch: usize,
+    context: usize,
+    learning_rate: f64,
+    memorization: Option<(usize, usize)>,
+) -> anyhow::Result<TrainConfig> {
+    let heads = if width % 4 == 0 { 4 } else { 1 };
+    let memorization = memorization.map_or(String::new(), |(ngram, window)| {
+        format!(
+            "[policy.memorization]\nngram = {ngram}\nwindow = {window}\nthreshold = 0.0\naction = \"reject\"\n"
+        )
+    });
+    let text = format!(
+        r#"corpus = "{corpus}"
+seed = 2026
+steps = {steps}
+batch_size = {batch}
+
+[model]
+layers = {layers}
+width = {width}
+heads = {heads}
+context = {context}
+
+[optimizer]
+learning_rate = {learning_rate}
+weight_decay = 0.01
+
+[policy]
+version = "bench-v1"
+failure = "halt"
+checkpoint_every = 25
+lineage = {{ cadence = "window", steps = 10 }}
+licenses = ["CC0-1.0", "CC-BY-4.0", "MIT"]
+
+[[policy.regions]]
+match = "*"
+max_norm = 1.0
+on_excess = "clip"
+
+[policy.depths.shallow]
+regions = ["head", "final_norm"]
+max_norm = 0.5
+
+{memorization}"#,
+        corpus = corpus.display()
+    );
+    Ok(TrainConfig::parse(&text, "bench config", Path::new("."))?)
+}
+
+fn ms(d: Duration, steps: u64) -> f64 {
+    d.as_secs_f64() * 1e3 / steps.max(1) as f64
+}
+
+pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    let scratch = Scratch::new("bench-train")?;
+    println!(
+        "preparing: synthetic corpus (scale {}), admission",
+        args.scale
+    );
+    let (corpus, _, _) = bench::synthetic_corpus(&scratch.0, args.scale)?;
+    let config = bench_config(
+        &scratch.0.join("admitted"),
+        args.steps + 3,
+        args.layers,
+        args.width,
+        args.batch,
+        args.context,
+        3e-3,
+        Some((40, 1024)),
+    )?;
+    let n_params = config.model.n_parameters();
+    let key = Arc::new(warden_keys::SigningKey::generate(
+        Role::TrainingAuthority,
+        "bench-trainer",
+    )?);
+    let lineage = warden_store::Lineage::create(
+        &scratch.0.join("lineage"),
+        warden_store::StoreOptions::new("bench-train").with_cadence(
+            warden_store::Cadence::Window {
+                records: 1 << 20,
+                millis: 3_600_000,
+            },
+        ),
+    )?;
+    let mut sink = warden_train::lineage::LineageSink {
+        lineage: &lineage,
+        key,
+    };
+    println!(
+        "measuring: {} steps, batch {} x {} bytes, model {} layers x {} wide ({} parameters)",
+        args.steps, args.batch, args.context, args.layers, args.width, n_params
+    );
+    let report = bench::overhead(config, corpus, &mut sink, 3, args.steps)?;
+    let n = report.steps;
+    let t = &report.timings;
+    let ratio = report.governed.as_secs_f64() / report.ungoverned.as_secs_f64().max(1e-12);
+    println!("ungoverned  {:8.2} ms/step", ms(report.ungoverned, n));
+    println!("governed    {:8.2} ms/step", ms(report.governed, n));
+    println!(
+        "ratio       {:8.3}  (total governed/ungoverned; median per step {:.3}; target <= 1.03)",
+        ratio, report.median_ratio
+    );
+    println!("where the governed step's time goes (ms/step):");
+    for (name, d) in [
+        ("data gate (hash lookup, license/class)", t.data_gate),
+        ("memorization detectors", t.detectors),
+        (
+            "forward+backward, routed per depth group",
+            t.forward_backward,
+        ),
+        (
+            "gradient gate (per-region stats, verdicts)",
+            t.gradient_gate,
+        ),
+        ("optimizer (admitted regions only)", t.optimizer),
+        ("evaluation gate", t.evaluation),
+        ("parameter digest (sha256)", t.digest),
+        ("lineage record (build + append)", t.record),
+    ] {
+        println!("  {name:<44} {:8.3}", ms(d, n));
+    }
+    println!(
+        "  governance overhead outside fwd/bwd/optimizer: {:.3} ms/step",
+        ms(t.governance(), n)
+    );
+    lineage.close()?;
+    Ok(())
+}
+
+pub fn bench_memorization(args: MemorizationArgs) -> anyhow::Result<()> {
+    let scratch = Scratch::new("bench-memorization")?;
+    println!(
+        "preparing: synthetic corpus (scale {}), admission",
+        args.scale
+    );
+    let (corpus, canaries, _) = bench::synthetic_corpus(&scratch.0, args.scale)?;
+    let admitted = scratch.0.join("admitted");
+    let mut rows = Vec::new();
+    for (label, memorization) in [
+        ("ungoverned", None),
+        ("governed", Some((args.ngram, args.window))),
+    ] {
+        let config = bench_config(
+            &admitted,
+            args.steps,
+            args.layers,
+            args.width,
+            args.batch,
+            args.context,
+            3e-3,
+            memorization,
+        )?;
+        let bar = progress_bar(args.steps);
+        bar.set_message(label);
+        let row = bench::memorization_run(
+            config,
+            corpus.clone(),
+            &canaries,
+            "prose-heldout",
+            args.candidates,
+            &mut |i| bar.set_position(i),
+        )?;
+        bar.finish_and_clear();
+        println!(
+            "{label}: trained {} steps in {:.1} s",
+            args.steps, row.seconds
+        );
+        rows.push(row);
+    }
+    let (plain, governed) = (&rows[0], &rows[1]);
+    println!(
+        "\ncanary exposure (log2 of {} candidates + 1 = {:.2} max) and greedy extraction",
+        args.candidates,
+        ((args.candidates + 1) as f64).log2()
+    );
+    println!(
+        "{:<24} {:>7} | {:>10} {:>9} | {:>10} {:>9}",
+        "canary", "repeats", "exp ungov", "extract", "exp gov", "extract"
+    );
+    let repeats: std::collections::HashMap<String, u32> =
+        serde_json::from_slice::<Vec<serde_json::Value>>(&std::fs::read(
+            scratch.0.join("synth/canaries.json"),
+        )?)?
+        .iter()
+        .filter_map(|c| {
+            Some((
+                c["secret"].as_str()?.to_string(),
+                c["repeats"].as_u64()? as u32,
+            ))
+        })
+        .collect();
+    for ((canary, u), (_, g)) in plain.exposures.iter().zip(&governed.exposures) {
+        println!(
+            "{:<24} {:>7} | {:>10.2} {:>9} | {:>10.2} {:>9}",
+            canary.secret,
+            repeats.get(&canary.secret).copied().unwrap_or(0),
+            u.exposure,
+            if u.extracted { "YES" } else { "no" },
+            g.exposure,
+            if g.extracted { "YES" } else { "no" }
+        );
+    }
+    let extracted =
+        |r: &bench::MemorizationRow| r.exposures.iter().filter(|(_, e)| e.extracted).count();
+    println!(
+        "\nextracted canaries: ungoverned {} / {}, governed {} / {}",
+        extracted(plain),
+        plain.exposures.len(),
+        extracted(governed),
+        governed.exposures.len()
+    );
+    let cost = (governed.held_out_loss / plain.held_out_loss - 1.0) * 100.0;
+    println!(
+        "held-out loss (prose-heldout): ungoverned {:.4}, governed {:.4} ({:+.2}%, target <= +2%)",
+        plain.held_out_loss, governed.held_out_loss, cost
+    );
+    println!(
+        "governed detector masked {} repeated spans",
+        governed.masked_spans
+    );
+    Ok(())
+}
+
+/// The training stage of `warden demo`: a small governed run on the admitted synthetic corpus,
+/// appended to the demo lineage with the training-authority key, then verified.
+pub fn demo_stage(ctx: &mut super::demo::DemoContext) -> anyhow::Result<()> {
+    super::demo::heading("train: governed training on the admitted corpus");
+    let corpus_dir = match &ctx.corpus_dir {
+        Some(dir) => dir.clone(),
+        None => {
+            println!("  (no corpus stage ran: synthesizing and admitting a small corpus here)");
+            let dir = ctx.dir.join("train-corpus");
+            let summary = warden_corpus::synth::write(
+                &dir.join("synth"),
+                &warden_corpus::synth::SynthOptions {
+                    scale: 0.1,
+                    ..Default::default()
+                },
+            )?;
+            warden_corpus::admit(
+                &summary.declaration,
+                &dir.join("admitted"),
+                &ctx.keys.corpus,
+                &warden_corpus::AdmitOptions::default(),
+            )?;
+            ctx.synth_dir.get_or_insert(dir.join("synth"));
+            dir.join("admitted")
+        }
+    };
+    let corpus: Arc<dyn warden_train::data::AdmissionIndex> = Arc::new(
+        warden_train::admitted::Admitted::load(&corpus_dir, &ctx.trust)?,
+    );
+    let mut config = bench_config(&corpus_dir, 60, 2, 48, 16, 64, 3e-3, Some((40, 1024)))?;
+    config.policy.version = "demo-train-v1".into();
+    config.policy.failure = warden_train::policy::FailureMode::Quarantine;
+    config.policy.eval = warden_train::policy::EvalRule {
+        sources: vec!["prose-heldout".into()],
+        min_interval: 30,
+        probes: vec!["loss".into(), "canary-exposure".into()],
+    };
+    let canaries = ctx.synth_dir.as_ref().map(|d| d.join("canaries.json"));
+    config.eval = Some(warden_train::config::EvalRequest {
+        every: 30,
+        sources: vec!["prose-heldout".into()],
+        probes: vec!["loss".into(), "canary-exposure".into()],
+        max_samples: 32,
+        candidates: 63,
+        canaries: canaries.clone(),
+    });
+    println!(
+        "  model {} layers x {} wide ({} parameters), {} steps of {} x {} bytes, policy {}",
+        config.model.layers,
+        config.model.width,
+        config.model.n_parameters(),
+        config.steps,
+        config.batch_size,
+        config.model.context,
+        config.policy.version
+    );
+    let run_dir = ctx.dir.join("train-run");
+    let before = ctx.lineage.len();
+    let started = std::time::Instant::now();
+    let summary = warden_train::run::train_into_lineage_with_canaries(
+        config,
+        corpus,
+        canaries.as_deref(),
+        &run_dir,
+        &ctx.lineage,
+        ctx.keys.training.clone(),
+        &mut |_, _| {},
+    )?;
+    println!(
+        "  trained {} iterations in {:.1} s, final loss {:.3}",
+        summary.iterations,
+        started.elapsed().as_secs_f64(),
+        summary.final_loss.unwrap_or(f32::NAN)
+    );
+    println!("  gates: {}", gate_line(&summary.counts));
+    println!(
+        "  lineage: {} training records appended (train.start, train.iteration x{}, train.complete)",
+        ctx.lineage.len() - before,
+        summary.iterations
+    );
+    let records = ctx.lineage.read_range(before..ctx.lineage.len())?;
+    if let Some(eval) = records
+        .iter()
+        .rev()
+        .map(|r| &r.record.payload["evaluation"])
+        .find(|e| e.get("sources").is_some())
+    {
+        let exposures: Vec<String> = eval["canaries"]
+            .as_array()
+            .map(|list| {
+                list.iter()
+                    .map(|c| format!("{:.1}", c["exposure"].as_f64().unwrap_or(f64::NAN)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        println!(
+            "  authorized evaluation: held-out loss {:.3}, canary exposures [{}] (max {:.1})",
+            eval["sources"]["prose-heldout"]["loss"]
+                .as_f64()
+                .unwrap_or(f64::NAN),
+            exposures.join(", "),
+            64f64.log2()
+        );
+    }
+    let envelope = warden_attest::Envelope::from_json(
+        &std::fs::read_to_string(&summary.manifest).context("reading the manifest")?,
+    )?;
+    let verified = warden_attest::verify_envelope(&envelope, &ctx.trust, Role::TrainingAuthority)?;
+    println!(
+        "  manifest {} verifies: in-toto {} about {} (signed by {})",
+        summary.manifest.display(),
+        verified.statement.predicate_type,
+        verified.statement.subject[0].name,
+        verified.signer
+    );
+    let lineage = warden_store::verify(
+        &ctx.lineage_dir,
+        &ctx.trust,
+        &warden_store::VerifyOptions::default(),
+    )?;
+    println!(
+        "  lineage verifies: {} records, {} sealed, {} checkpoints",
+        lineage.records, lineage.sealed, lineage.checkpoints
+    );
     Ok(())
 }
