@@ -391,3 +391,46 @@ fn an_undecided_bundle_is_rejected_and_recorded_with_its_bound() {
     let out = s.admit(&bundle, &["--acknowledge", "raised the bound"]);
     assert!(out.status.success(), "{}", text(&out));
 }
+
+#[test]
+fn without_a_lineage_the_output_directory_remembers_rejections() {
+    let s = setup();
+    let bad = write_bundle(
+        &s.dir,
+        "bad.toml",
+        "version = 1",
+        "\n[[predicate]]\nid = \"task.long\"\ncategory = \"task\"\nrequire = \"output.tokens >= 2000\"\n",
+    );
+    let admit = |extra: &[&str]| {
+        let mut args = vec![
+            "policy",
+            "admit",
+            bad.to_str().unwrap(),
+            "--key",
+            &s.key,
+            "--out",
+            &s.out,
+        ];
+        args.extend_from_slice(extra);
+        text(&warden(&args))
+    };
+    let out = admit(&[]);
+    assert!(
+        out.contains("minimal core: structural.max-length, task.long"),
+        "{out}"
+    );
+    let out = admit(&[]);
+    assert!(
+        out.contains("this exact bundle was rejected before"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("minimal core"),
+        "the gate must not run again: {out}"
+    );
+    let out = admit(&["--acknowledge", "kept both on purpose"]);
+    assert!(
+        out.contains("minimal core: structural.max-length, task.long"),
+        "{out}"
+    );
+}

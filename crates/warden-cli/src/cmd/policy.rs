@@ -2,8 +2,9 @@
 //! policy stage.
 //!
 //! An output directory holds one bundle's admitted history: `bundle.admitted.json` (the head, a
-//! signed envelope), `history/vN.admitted.json` (every admitted version) and
-//! `bundle.canonical.toml` (the head's canonical text, for reading).
+//! signed envelope), `history/vN.admitted.json` (every admitted version),
+//! `bundle.canonical.toml` (the head's canonical text, for reading) and `rejected/<digest>.json`
+//! (the gate's rejections, so resubmission needs `--acknowledge` even without a lineage).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -386,6 +387,20 @@ pub fn admit_bundle(request: &AdmitRequest<'_>) -> anyhow::Result<Admission> {
             .map(|r| (r.record.seq, r.record.kind.as_str(), &r.record.payload))
     };
     records::check_resubmission(views(), &bundle, request.acknowledge)?;
+    // Without a lineage the output directory remembers rejections, so the rule still holds.
+    let rejected_path = request
+        .out
+        .join("rejected")
+        .join(format!("{}.json", bundle.digest_hex()));
+    let acknowledged = request.acknowledge.is_some_and(|a| !a.trim().is_empty());
+    if rejected_path.exists() && !acknowledged {
+        anyhow::bail!(
+            "bundle `{}` version {} refused: this exact bundle was rejected before ({}); change it, or resubmit with --acknowledge \"what was revisited\"",
+            bundle.name,
+            bundle.version,
+            rejected_path.display()
+        );
+    }
     let head_path = request.out.join(HEAD_FILE);
     let dir_head = if head_path.exists() {
         let bytes = std::fs::read(&head_path)
@@ -412,8 +427,15 @@ pub fn admit_bundle(request: &AdmitRequest<'_>) -> anyhow::Result<Admission> {
     match prove(&bundle, &request.bound) {
         Err(rejection) => {
             print_rejection(&rejection);
+            let payload = records::rejection_payload(&bundle, &rejection, request.acknowledge);
+            let mut json = serde_json::to_vec_pretty(&payload)?;
+            json.push(b'\n');
+            if let Some(parent) = rejected_path.parent() {
+                std::fs::create_dir_all(parent)
+                    .with_context(|| format!("{}: cannot create", parent.display()))?;
+            }
+            fs::atomic_write(&rejected_path, &json)?;
             if let Some(lineage) = request.lineage {
-                let payload = records::rejection_payload(&bundle, &rejection, request.acknowledge);
                 let draft = RecordDraft::new(REJECTION_KIND, serde_json::to_value(&payload)?)
                     .with_policy_version(signing::version_id(
                         &bundle.name,
