@@ -246,10 +246,11 @@ impl Declaration {
             let span = e.span().unwrap_or(0..0);
             err(span, "toml", e.message().trim().replace('\n', " "))
         })?;
-        let base_dir = file
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("."));
+        // `corpus.toml` has the parent `""`: relative paths resolve against the current directory.
+        let base_dir = match file.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
 
         if raw.corpus.name.get_ref().trim().is_empty() {
             return Err(err(
@@ -509,6 +510,12 @@ provenance = { origin = "o", collected = "2026-01-01", collector = "c" }
         assert!(!d.sources[0].held_out);
         assert_eq!(d.sources[0].resolved_path, PathBuf::from("/x/a.jsonl"));
         assert!(d.policy.flaggers.email && d.policy.flaggers.card);
+    }
+
+    #[test]
+    fn a_bare_file_name_resolves_sources_against_the_current_directory() {
+        let d = Declaration::parse(GOOD, Path::new("corpus.toml")).unwrap();
+        assert_eq!(d.base_dir, PathBuf::from("."));
     }
 
     #[test]

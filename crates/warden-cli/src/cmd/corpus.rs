@@ -1,21 +1,512 @@
-//! Placeholder being replaced by its owner in this session: the CLI for this command group.
+//! `warden corpus …` (admit, verify, prove, synth), `warden bench corpus`, and the demo's corpus
+//! stage. Thin: flags and printing; the work is in `warden-corpus`.
 
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context as _;
 use clap::{Args, Subcommand};
+use warden_corpus::prove::{prove, verify_proof, Proof};
+use warden_corpus::synth::{self, SynthOptions};
+use warden_corpus::verify::{verify, SourceStatus, VerifyReport};
+use warden_corpus::{admit, Admission, AdmitOptions, AdmittedCorpus};
+use warden_keys::{Role, SigningKey};
+use warden_lineage::RecordDraft;
+use warden_store::{fs, Lineage, StoreOptions};
+
+/// The lineage record kind an admission appends.
+pub const ADMISSION_KIND: &str = "corpus.admission";
 
 #[derive(Subcommand)]
-pub enum Command {}
-
-#[derive(Args)]
-pub struct BenchArgs {}
+pub enum Command {
+    /// Admit the corpus a declaration describes: hash, flag, fingerprint, sign, record.
+    Admit {
+        /// The declaration (TOML).
+        declaration: PathBuf,
+        /// Output directory for the signed declaration and its indexes.
+        #[arg(long)]
+        out: PathBuf,
+        /// The corpus-authority private key.
+        #[arg(long)]
+        key: PathBuf,
+        /// The lineage to append the `corpus.admission` record to (default: OUT/lineage).
+        #[arg(long)]
+        lineage: Option<PathBuf>,
+        /// Exclude and list malformed JSONL lines instead of failing on the first.
+        #[arg(long)]
+        skip_malformed: bool,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Check the signature and outputs, re-derive roots from the data, report changed samples.
+    Verify {
+        dir: PathBuf,
+        /// Trust file (default: trust.toml next to DIR).
+        #[arg(long)]
+        trust: Option<PathBuf>,
+    },
+    /// Print an inclusion proof for a sample hash, or a proof of its absence (JSON).
+    Prove {
+        dir: PathBuf,
+        /// The sample hash (64 hex digits; `printf '%s' "$text" | sha256sum`).
+        #[arg(long)]
+        sample: String,
+        #[arg(long)]
+        trust: Option<PathBuf>,
+    },
+    /// Write the deterministic synthetic corpus, its declaration.toml and canaries.json.
+    Synth {
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = SynthOptions::default().seed)]
+        seed: u64,
+        /// 1.0 is about 4 MB.
+        #[arg(long, default_value_t = 1.0)]
+        scale: f64,
+    },
+}
 
 pub fn run(command: Command) -> anyhow::Result<()> {
-    match command {}
+    match command {
+        Command::Admit {
+            declaration,
+            out,
+            key,
+            lineage,
+            skip_malformed,
+            quiet,
+        } => {
+            let key = Arc::new(fs::load_signing_key(&key)?);
+            let options = AdmitOptions {
+                skip_malformed,
+                progress: !quiet,
+                ..AdmitOptions::default()
+            };
+            let admission = admit(&declaration, &out, &key, &options)?;
+            print_admission(&admission);
+            let lineage_dir = lineage.unwrap_or_else(|| out.join("lineage"));
+            let lineage = Lineage::open_or_create(
+                &lineage_dir,
+                StoreOptions::new(format!("warden.corpus/{}", admission.body.name)),
+            )?;
+            let appended = record_admission(&lineage, &admission, &key)?;
+            lineage.close()?;
+            println!(
+                "lineage: {ADMISSION_KIND} record {appended} in {}",
+                lineage_dir.display()
+            );
+            Ok(())
+        }
+        Command::Verify { dir, trust } => {
+            let (trust, _) = super::lineage::resolve_trust(&dir, trust)?;
+            let report = verify(&dir, &trust)?;
+            print_verify(&report);
+            if !report.unchanged() {
+                anyhow::bail!(
+                    "{}: the data changed since admission (see above)",
+                    dir.display()
+                );
+            }
+            Ok(())
+        }
+        Command::Prove { dir, sample, trust } => {
+            let (trust, _) = super::lineage::resolve_trust(&dir, trust)?;
+            let corpus = AdmittedCorpus::load(&dir, &trust)?;
+            let hash = warden_corpus::parse_hash(&sample)?;
+            let proof = prove(&corpus, &hash)?;
+            let source_root = match &proof {
+                Proof::Inclusion { source, .. } => corpus
+                    .sources()
+                    .iter()
+                    .find(|s| s.id == source.source)
+                    .and_then(|s| s.root),
+                Proof::Absence { .. } => None,
+            };
+            // Never print a proof that does not check against the signed roots.
+            verify_proof(&proof, &corpus.root(), source_root.as_ref())?;
+            // A closed pipe (`| head`) is not worth a panic: report it as an error.
+            writeln!(
+                std::io::stdout().lock(),
+                "{}",
+                serde_json::to_string_pretty(&proof)?
+            )?;
+            match &proof {
+                Proof::Inclusion { source, .. } => eprintln!(
+                    "included: sample {sample} is admitted (first at source `{}` line {}); proof verified against corpus root {}",
+                    source.source,
+                    source.line,
+                    hex::encode(corpus.root())
+                ),
+                Proof::Absence { note, .. } => eprintln!(
+                    "absent: sample {sample} is not in the admitted corpus{}; proof verified against corpus root {}",
+                    note.as_deref().map(|n| format!(" ({n})")).unwrap_or_default(),
+                    hex::encode(corpus.root())
+                ),
+            }
+            Ok(())
+        }
+        Command::Synth { out, seed, scale } => {
+            let summary = synth::write(&out, &SynthOptions { seed, scale })?;
+            println!(
+                "wrote {:.1} MB synthetic corpus to {} ({} canaries); declaration: {}",
+                summary.bytes as f64 / 1e6,
+                out.display(),
+                summary.canaries.len(),
+                summary.declaration.display()
+            );
+            Ok(())
+        }
+    }
 }
 
-pub fn bench(_args: BenchArgs) -> anyhow::Result<()> {
-    anyhow::bail!("not built yet")
+/// Appends the `corpus.admission` record; returns its index.
+pub fn record_admission(
+    lineage: &Lineage,
+    admission: &Admission,
+    key: &Arc<SigningKey>,
+) -> anyhow::Result<u64> {
+    let payload = admission
+        .body
+        .lineage_payload(&admission.declaration_digest, &key.key_ref());
+    let appended = lineage.append(RecordDraft::new(ADMISSION_KIND, payload), key)?;
+    Ok(appended.index)
 }
 
-pub fn demo_stage(_ctx: &mut super::demo::DemoContext) -> anyhow::Result<()> {
+fn print_admission(a: &Admission) {
+    let b = &a.body;
+    println!(
+        "admitted corpus `{}` into {} in {:.2} s",
+        b.name,
+        a.out_dir.display(),
+        a.elapsed.as_secs_f64()
+    );
+    println!(
+        "  {:<16} {:<15} {:<22} {:>9} {:>8} {:>9} {:>10}",
+        "source", "class", "license", "decision", "samples", "flagged", "MB"
+    );
+    for s in &b.sources {
+        println!(
+            "  {:<16} {:<15} {:<22} {:>9} {:>8} {:>9} {:>10.2}{}",
+            s.id,
+            s.class,
+            s.license,
+            s.decision,
+            s.n_samples,
+            s.n_flagged,
+            s.bytes as f64 / 1e6,
+            if s.held_out { "  (held out)" } else { "" }
+        );
+    }
+    for s in b.sources.iter().filter_map(|s| s.refusal.as_ref()) {
+        println!("  refused: {s}");
+    }
+    println!("  per class:");
+    for c in &b.classes {
+        println!(
+            "    {:<15} sources {} (refused {}), samples {}, admitted {}, flagged {}{}",
+            c.class,
+            c.n_sources,
+            c.n_refused_sources,
+            c.n_samples,
+            c.n_admitted,
+            c.n_flagged,
+            c.fingerprint
+                .as_ref()
+                .map(|f| format!(
+                    ", fingerprint {} grams (FPR {})",
+                    f.n_grams, f.false_positive_rate
+                ))
+                .unwrap_or_default()
+        );
+    }
+    let t = &b.totals;
+    println!(
+        "  excluded: {} flagged, {} malformed (all listed in {})",
+        t.n_flagged,
+        t.n_malformed,
+        a.out_dir.join(&b.exclusions.file.file).display()
+    );
+    for e in a.first_exclusions.iter().take(5) {
+        println!(
+            "    {} ({}): source `{}` line {}, sample {}",
+            e.reason, e.detail, e.source, e.line, e.hash
+        );
+    }
+    println!(
+        "  {} distinct admitted samples; corpus root {}",
+        t.n_unique_admitted, b.corpus_root
+    );
+    println!("  declaration sha256 {}", hex::encode(a.declaration_digest));
+}
+
+fn print_verify(r: &VerifyReport) {
+    println!(
+        "signature ok (signer {}), declaration sha256 {}, corpus root {} over {} samples re-derived from the index",
+        r.signer,
+        hex::encode(r.declaration_digest),
+        hex::encode(r.root),
+        r.n_unique_admitted
+    );
+    for s in &r.sources {
+        match &s.status {
+            SourceStatus::Refused => println!("  {:<16} refused at admission (not read)", s.id),
+            SourceStatus::Missing(why) => println!(
+                "  {:<16} data not present ({why}): root not re-derived",
+                s.id
+            ),
+            SourceStatus::Unchanged { n_samples } => {
+                println!(
+                    "  {:<16} ok: root re-derived from {n_samples} samples",
+                    s.id
+                )
+            }
+            SourceStatus::Changed {
+                n_changes, changes, ..
+            } => {
+                println!(
+                    "  {:<16} CHANGED: {n_changes} samples differ from admission",
+                    s.id
+                );
+                for c in changes {
+                    let at = match (&c.file, c.file_line) {
+                        (Some(f), Some(l)) => format!(" ({}:{l})", f.display()),
+                        _ => String::new(),
+                    };
+                    println!(
+                        "    {} source `{}` line {}{at}",
+                        c.kind.as_str(),
+                        s.id,
+                        c.line
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Tiny Shakespeare (relative paths resolve against the repository root).
+    #[arg(long, default_value = "../shared/data/tinyshakespeare.txt")]
+    shakespeare: PathBuf,
+    /// Size of the large generated corpus, MB of admitted text.
+    #[arg(long, default_value_t = 200)]
+    size_mb: u64,
+    /// Size of the smaller generated corpus used to show memory does not grow with size.
+    #[arg(long, default_value_t = 50)]
+    small_mb: u64,
+    /// Where to generate and admit (default: the system temporary directory).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn resolve_in_repo(path: &Path) -> PathBuf {
+    if path.is_absolute() || path.exists() {
+        path.to_path_buf()
+    } else {
+        repo_root().join(path)
+    }
+}
+
+/// Peak resident memory since the last reset, from /proc/self/status (VmHWM), in MB.
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// Resets VmHWM (Linux: writing 5 to clear_refs), so each run's peak is its own.
+fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+struct Run {
+    label: String,
+    mb: f64,
+    samples: u64,
+    secs: f64,
+    peak_mb: Option<f64>,
+}
+
+fn bench_admit(
+    label: &str,
+    decl: &Path,
+    out: &Path,
+    key: &SigningKey,
+    threads: Option<usize>,
+) -> anyhow::Result<Run> {
+    let reset = reset_peak_rss();
+    let started = Instant::now();
+    let options = AdmitOptions {
+        threads,
+        ..AdmitOptions::default()
+    };
+    let admission = admit(decl, out, key, &options)?;
+    let secs = started.elapsed().as_secs_f64();
+    let t = admission.body.totals;
+    let run = Run {
+        label: label.to_string(),
+        mb: t.bytes as f64 / 1e6,
+        samples: t.n_samples,
+        secs,
+        peak_mb: if reset { peak_rss_mb() } else { None },
+    };
+    println!(
+        "{:<40} {:>8.1} MB {:>9} samples {:>7.2} s {:>8.1} MB/s {:>10.0} samples/s   peak RSS {}",
+        run.label,
+        run.mb,
+        run.samples,
+        run.secs,
+        run.mb / run.secs,
+        run.samples as f64 / run.secs,
+        run.peak_mb
+            .map_or("n/a".to_string(), |m| format!("{m:.0} MB"))
+    );
+    std::fs::remove_dir_all(out).with_context(|| out.display().to_string())?;
+    Ok(run)
+}
+
+/// Synth scale giving about `mb` MB of admitted text (refused sources are not read).
+fn scale_for(mb: u64) -> f64 {
+    mb as f64 / 3.6
+}
+
+pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    let base = args
+        .dir
+        .unwrap_or_else(std::env::temp_dir)
+        .join(format!("warden-bench-corpus-{}", std::process::id()));
+    std::fs::create_dir_all(&base).with_context(|| base.display().to_string())?;
+    let result = bench_in(&base, &args.shakespeare, args.small_mb, args.size_mb);
+    let _ = std::fs::remove_dir_all(&base);
+    result
+}
+
+fn bench_in(base: &Path, shakespeare: &Path, small_mb: u64, size_mb: u64) -> anyhow::Result<()> {
+    let key = SigningKey::generate(Role::CorpusAuthority, "bench.corpus")?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!("warden bench corpus ({cores} cores; admission = stream + SHA-256 + flaggers + 8-gram fingerprints + Merkle roots + signed outputs with fsync)");
+
+    let shakespeare = resolve_in_repo(shakespeare);
+    let shakespeare = std::fs::canonicalize(&shakespeare)
+        .with_context(|| format!("{} (pass --shakespeare PATH)", shakespeare.display()))?;
+    let decl = base.join("shakespeare.toml");
+    std::fs::write(
+        &decl,
+        format!(
+            "[corpus]\nname = \"tinyshakespeare\"\n[policy]\nadmitted_licenses = [\"CC0-1.0\"]\n[[source]]\nid = \"shakespeare\"\npath = {}\nformat = \"text\"\nlicense = \"CC0-1.0\"\nclass = \"public-domain\"\nprovenance = {{ origin = \"karpathy/char-rnn\", collected = \"2015\", collector = \"bench\" }}\n",
+            toml::Value::String(shakespeare.display().to_string())
+        ),
+    )?;
+    bench_admit(
+        "tinyshakespeare (speeches as documents)",
+        &decl,
+        &base.join("out-shakespeare"),
+        &key,
+        None,
+    )?;
+
+    let mut runs = Vec::new();
+    for mb in [small_mb, size_mb] {
+        let dir = base.join(format!("synth-{mb}"));
+        let started = Instant::now();
+        let summary = synth::write(
+            &dir,
+            &SynthOptions {
+                seed: 1,
+                scale: scale_for(mb),
+            },
+        )?;
+        println!(
+            "  (generated {:.0} MB synthetic corpus in {:.1} s, not timed below)",
+            summary.bytes as f64 / 1e6,
+            started.elapsed().as_secs_f64()
+        );
+        runs.push(bench_admit(
+            &format!("synthetic {mb} MB, {cores} worker threads"),
+            &summary.declaration,
+            &base.join("out"),
+            &key,
+            None,
+        )?);
+        if mb == small_mb {
+            runs.push(bench_admit(
+                &format!("synthetic {mb} MB, 1 worker thread"),
+                &summary.declaration,
+                &base.join("out"),
+                &key,
+                Some(1),
+            )?);
+        }
+        std::fs::remove_dir_all(&dir)?;
+    }
+    let (small, one_thread, large) = (&runs[0], &runs[1], &runs[2]);
+    println!(
+        "parallel speedup at {small_mb} MB: {:.2}x ({cores} worker threads vs 1)",
+        (small.mb / small.secs) / (one_thread.mb / one_thread.secs)
+    );
+    match (small.peak_mb, large.peak_mb) {
+        (Some(a), Some(b)) => println!(
+            "peak RSS: {a:.0} MB at {:.0} MB vs {b:.0} MB at {:.0} MB ({:.2}x memory for {:.1}x data)",
+            small.mb,
+            large.mb,
+            b / a,
+            large.mb / small.mb
+        ),
+        _ => println!("peak RSS: not measurable here (/proc/self/clear_refs unavailable)"),
+    }
+    println!(
+        "target >= 150 MB/s on 2 cores at {size_mb} MB: {:.1} MB/s ({})",
+        large.mb / large.secs,
+        if large.mb / large.secs >= 150.0 {
+            "met"
+        } else {
+            "NOT met"
+        }
+    );
+    Ok(())
+}
+
+/// The demo's corpus stage: synth → admit (demo corpus key, demo lineage) → verify.
+pub fn demo_stage(ctx: &mut super::demo::DemoContext) -> anyhow::Result<()> {
+    super::demo::heading("corpus: synthesize, admit, verify");
+    let synth_dir = ctx.dir.join("corpus-synth");
+    let summary = synth::write(&synth_dir, &SynthOptions::default())?;
+    println!(
+        "  synthesized {:.1} MB in {} ({} canaries, repeats {:?})",
+        summary.bytes as f64 / 1e6,
+        synth_dir.display(),
+        summary.canaries.len(),
+        summary
+            .canaries
+            .iter()
+            .map(|c| c.repeats)
+            .collect::<Vec<_>>()
+    );
+    let corpus_dir = ctx.dir.join("corpus");
+    let admission = admit(
+        &summary.declaration,
+        &corpus_dir,
+        &ctx.keys.corpus,
+        &AdmitOptions::default(),
+    )?;
+    print_admission(&admission);
+    let index = record_admission(&ctx.lineage, &admission, &ctx.keys.corpus)?;
+    println!("  lineage: {ADMISSION_KIND} record {index}");
+    let report = verify(&corpus_dir, &ctx.trust)?;
+    print_verify(&report);
+    if !report.unchanged() {
+        anyhow::bail!("the freshly admitted corpus does not verify");
+    }
+    ctx.synth_dir = Some(synth_dir);
+    ctx.corpus_dir = Some(corpus_dir);
     Ok(())
 }
