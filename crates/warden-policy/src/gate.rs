@@ -144,19 +144,24 @@ impl Proof {
 
     /// One line per check, as recorded in the signed statement.
     pub fn check_lines(&self) -> Vec<(Check, String)> {
+        let live = match self.n_preconditions {
+            0 => "proven: no predicate has a precondition".to_string(),
+            n => format!("proven: all {n} preconditions satisfiable with every predicate"),
+        };
+        let context = match self.n_context {
+            0 => "proven: no context attributes, so consistency covers every request".to_string(),
+            n => format!(
+                "proven: every assignment of {n} context attributes has satisfying outputs ({} refinement rounds)",
+                self.stats.refinements
+            ),
+        };
         vec![
-            (Check::Consistency, "proven: satisfiable, witness recorded".to_string()),
             (
-                Check::LivePreconditions,
-                format!("proven: all {} preconditions satisfiable with every predicate", self.n_preconditions),
+                Check::Consistency,
+                "proven: satisfiable, witness recorded".to_string(),
             ),
-            (
-                Check::NoStrandedContext,
-                format!(
-                    "proven: every assignment of {} context attributes has satisfying outputs ({} refinement rounds)",
-                    self.n_context, self.stats.refinements
-                ),
-            ),
+            (Check::LivePreconditions, live),
+            (Check::NoStrandedContext, context),
         ]
     }
 }
