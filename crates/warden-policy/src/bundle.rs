@@ -568,6 +568,25 @@ mod tests {
     }
 
     #[test]
+    fn vocabulary_and_field_errors_name_their_line() {
+        let msg = Bundle::parse(
+            "[bundle]\nname = \"t\"\nversion = 1\n[vocabulary]\n\"a.b\" = { int = [5, 1] }\n",
+            "v.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            msg,
+            "v.toml:5:9: `a.b`: expected `int = [low, high]` with low <= high, both within ±2^31"
+        );
+        let msg = parse_err("[[predicate]]\nid = \"w\"\ncategory = \"task\"\nwieght = \"advisory\"\nrequire = \"true\"\n");
+        assert!(
+            msg.starts_with("b.toml:12:1: unknown field `wieght`"),
+            "{msg}"
+        );
+    }
+
+    #[test]
     fn canonical_text_is_a_fixed_point() {
         let text = format!("{HEAD}[[predicate]]\nid = \"p\"\ncategory = \"domain\"\nweight = \"advisory\"\nwhen = \"caller.tier=='free'\"\nrequire = \"(output.tokens+2)*3<=90 and not(output.classes contains 'pii')\"\n");
         let bundle = Bundle::parse(&text, "b.toml").unwrap();
