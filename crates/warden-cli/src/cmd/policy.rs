@@ -686,7 +686,9 @@ require = "output.verbatim_run * 4 <= output.tokens + 200 - caller.trust"
 "#;
 
 pub fn demo_stage(ctx: &mut super::demo::DemoContext) -> anyhow::Result<()> {
-    super::demo::heading("policy: admit a bundle, reject contradictory ones, evaluate transitions");
+    super::demo::heading(
+        "policy: admit a bundle, reject contradictory ones with minimal cores, version, evaluate",
+    );
     let dir = ctx.dir.join("policy");
     std::fs::create_dir_all(&dir).with_context(|| format!("{}: cannot create", dir.display()))?;
     let sample_path = dir.join("support-assistant.toml");
@@ -750,6 +752,35 @@ pub fn demo_stage(ctx: &mut super::demo::DemoContext) -> anyhow::Result<()> {
     );
     if let Admission::Admitted(_) = request(&stranded_path, None)? {
         anyhow::bail!("a bundle with a stranded context was admitted");
+    }
+
+    // The fix: long legal answers for identified callers only. Version 2 succeeds version 1.
+    let fixed = stranded.replace(
+        "when = \"request.domain == 'legal'\"",
+        "when = \"request.domain == 'legal' and caller.tier != 'anonymous'\"",
+    );
+    let fixed_path = dir.join("support-assistant-v2.toml");
+    fs::atomic_write(&fixed_path, fixed.as_bytes())?;
+    println!(
+        "\n$ warden policy admit {} ...   (legal rule for identified callers only)",
+        fixed_path.display()
+    );
+    match request(&fixed_path, None)? {
+        Admission::Admitted(signed) => print_admission(&signed, &out),
+        Admission::Rejected(message) => {
+            anyhow::bail!("the fixed version 2 was rejected: {message}")
+        }
+    }
+    let fork = fixed.replace("version = 2\nsucceeds = 1", "version = 3\nsucceeds = 1");
+    let fork_path = dir.join("fork.toml");
+    fs::atomic_write(&fork_path, fork.as_bytes())?;
+    println!(
+        "\n$ warden policy admit {} ...   (version 3 claiming to succeed version 1)",
+        fork_path.display()
+    );
+    match request(&fork_path, None) {
+        Err(err) => println!("refused: {err:#}"),
+        Ok(_) => anyhow::bail!("a fork of the version history was accepted"),
     }
 
     println!("\n$ warden policy eval {} --set ...", out.display());
