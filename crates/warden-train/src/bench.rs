@@ -53,7 +53,10 @@ pub struct OverheadReport {
     /// Median over steps of governed/ungoverned step time.
     pub median_ratio: f64,
     pub timings: Timings,
-    pub depth_groups: u64,
+    /// The ungoverned baseline's forward/backward and optimizer time.
+    pub baseline: Timings,
+    /// Depth groups (forward/backward passes) per governed step, on average.
+    pub groups_per_step: f64,
 }
 
 /// Runs `steps` iterations twice from the same initialization — once through every gate (records
@@ -89,6 +92,8 @@ pub fn overhead(
         };
         if step == warmup {
             governed.timings = Timings::default();
+            plain.timings = Timings::default();
+            governed.group_passes = 0;
         }
         if step > warmup {
             governed_time += g;
@@ -103,7 +108,8 @@ pub fn overhead(
         ungoverned: plain_time,
         median_ratio: ratios.get(ratios.len() / 2).copied().unwrap_or(f64::NAN),
         timings: governed.timings.clone(),
-        depth_groups: governed.policy().depths.len() as u64,
+        baseline: plain.timings.clone(),
+        groups_per_step: governed.group_passes as f64 / steps.max(1) as f64,
     })
 }
 

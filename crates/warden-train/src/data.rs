@@ -66,6 +66,7 @@ pub struct MemoryCorpus {
     texts: Vec<Vec<String>>,
     index: HashMap<[u8; 32], SampleLocation>,
     excluded: Vec<String>,
+    flagged: HashMap<[u8; 32], String>,
     digest: [u8; 32],
 }
 
@@ -93,12 +94,20 @@ impl MemoryCorpus {
             texts,
             index,
             excluded: Vec::new(),
+            flagged: HashMap::new(),
             digest: hasher.finalize().into(),
         }
     }
 
     pub fn edit(&mut self, source: usize, line: usize, text: &str) {
         self.texts[source][line] = text.to_string();
+    }
+
+    /// Excludes a sample as admission does for a flagger hit: not admitted, but listed.
+    pub fn flag(&mut self, source: usize, line: usize, reason: &str) {
+        let hash = sha256(self.texts[source][line].as_bytes());
+        self.index.remove(&hash);
+        self.flagged.insert(hash, reason.to_string());
     }
 }
 
@@ -117,6 +126,9 @@ impl AdmissionIndex for MemoryCorpus {
     }
     fn root(&self) -> [u8; 32] {
         self.digest
+    }
+    fn exclusion(&self, hash: &[u8; 32]) -> Option<String> {
+        self.flagged.get(hash).cloned()
     }
     fn read_source(&self, source: u32) -> Result<Vec<PoolSample>, TrainError> {
         let lines = self

@@ -256,6 +256,8 @@ pub struct Trainer {
     snapshot: Snapshot,
     counts: GateCounts,
     pub timings: Timings,
+    /// Forward/backward passes run (one per depth group per iteration).
+    pub group_passes: u64,
     last_loss: Option<f32>,
     run_dir: Option<PathBuf>,
 }
@@ -328,6 +330,7 @@ impl Trainer {
             snapshot,
             counts: GateCounts::default(),
             timings: Timings::default(),
+            group_passes: 0,
             last_loss: None,
             run_dir,
         })
@@ -580,6 +583,7 @@ impl Trainer {
         let mut n_tokens = 0usize;
         for (depth, members) in &groups {
             let t = Instant::now();
+            self.group_passes += 1;
             let windows: Vec<&[u8]> = members
                 .iter()
                 .map(|&i| window_of(&self.pool, &entries[i]))
@@ -1367,12 +1371,15 @@ impl Trainer {
             .iter()
             .map(|&(idx, offset, len)| &self.pool[idx].text.as_bytes()[offset..offset + len])
             .collect();
+        let t = Instant::now();
         let batch = encode(&windows, self.config.model.context)?;
         let loss = self
             .model
             .per_sample_loss(&batch.inputs, &batch.targets, &batch.mask)?
             .mean_all()?;
         let grads = loss.backward()?;
+        self.timings.forward_backward += t.elapsed();
+        let t = Instant::now();
         let vars: Vec<(String, candle_core::Var)> = self
             .model
             .vars()
@@ -1384,6 +1391,7 @@ impl Trainer {
                 self.optimizer.step_var(&name, &var, grad)?;
             }
         }
+        self.timings.optimizer += t.elapsed();
         self.iteration = iteration;
         Ok(loss.to_scalar::<f32>()?)
     }

@@ -276,6 +276,38 @@ fn quarantine_rolls_back_and_continues_without_the_edited_sample() {
 }
 
 #[test]
+fn a_sample_flagged_at_admission_is_refused_but_is_no_failure() {
+    let mut flagged = corpus(true, false);
+    for line in 0..30 {
+        if line % 2 == 0 {
+            flagged.flag(0, line, "flagged: email");
+        }
+    }
+    let mut trainer = Trainer::new(config(POLICY), Arc::new(flagged), None).unwrap();
+    let mut sink = MemorySink::default();
+    run(&mut trainer, &mut sink, 5).unwrap();
+    let mut refused = 0;
+    for record in &sink.records {
+        assert_eq!(record.0, "train.iteration");
+        for s in record.1["batch"]["samples"].as_array().unwrap() {
+            if s["status"].as_str().unwrap().starts_with("refused") {
+                assert_eq!(
+                    s["status"],
+                    "refused: excluded at admission (flagged: email)"
+                );
+                assert!(
+                    s.get("loss").is_none(),
+                    "a flagged sample reached the forward pass"
+                );
+                refused += 1;
+            }
+        }
+    }
+    assert!(refused > 0);
+    assert_eq!(trainer.counts().samples_refused, refused);
+}
+
+#[test]
 fn tolerance_window_halts_after_k_failures() {
     let policy = POLICY.replace(
         "failure = \"halt\"",
