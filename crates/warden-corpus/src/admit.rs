@@ -44,7 +44,7 @@ pub struct AdmitOptions {
     pub skip_malformed: bool,
     /// Draw an indicatif progress bar with MB/s on stderr (hidden when stderr is not a terminal).
     pub progress: bool,
-    /// Gram hashes held in memory (all classes together) before spilling a sorted run.
+    /// Gram hashes held in memory before the buckets are appended to scratch files.
     pub gram_budget: usize,
     /// Sample records held in memory before spilling a sorted run.
     pub sample_budget: usize,
@@ -60,9 +60,9 @@ impl Default for AdmitOptions {
         AdmitOptions {
             skip_malformed: false,
             progress: false,
-            gram_budget: 4 << 20,
+            gram_budget: 2 << 20,
             sample_budget: 128 << 10,
-            chunk_bytes: 4 << 20,
+            chunk_bytes: 2 << 20,
             threads: None,
         }
     }
@@ -285,6 +285,7 @@ fn admit_in_pool(
         ProgressBar::hidden()
     };
 
+    let mut pending_writes = Vec::new();
     let mut exclusions = AtomicFile::create(&out_dir.join(EXCLUSIONS_FILE))?;
     let mut first_exclusions = Vec::new();
     let mut samples: ExternalSorter<SampleRecord> =
@@ -460,7 +461,8 @@ fn admit_in_pool(
             .collect();
         record.bytes = files.iter().map(|f| f.bytes).sum();
         record.root = Some(hex::encode(root.root()));
-        let (digest, bytes) = leaves.commit()?;
+        let (digest, bytes, durable) = leaves.commit_in_background()?;
+        pending_writes.push(durable);
         record.leaves = Some(FileRecord {
             file: leaves_rel,
             sha256: hex::encode(digest),
@@ -474,7 +476,8 @@ fn admit_in_pool(
         source_records.push(record);
     }
     progress.finish_and_clear();
-    let (exclusions_digest, exclusions_bytes) = exclusions.commit()?;
+    let (exclusions_digest, exclusions_bytes, durable) = exclusions.commit_in_background()?;
+    pending_writes.push(durable);
 
     // The sample index and the corpus tree over its sorted hashes.
     let mut index_file = AtomicFile::create(&out_dir.join(SAMPLE_INDEX_FILE))?;
@@ -513,7 +516,8 @@ fn admit_in_pool(
         corpus_root.push(warden_merkle::leaf_hash(&entry.hash));
     }
     index_file.write(&buf)?;
-    let (index_digest, index_bytes) = index_file.commit()?;
+    let (index_digest, index_bytes, durable) = index_file.commit_in_background()?;
+    pending_writes.push(durable);
     totals.n_unique_admitted = corpus_root.len();
     let root = corpus_root.root();
 
@@ -548,7 +552,8 @@ fn admit_in_pool(
         let Some(n) = grams.finish_class(&c.class, &mut file)? else {
             continue;
         };
-        let (digest, _) = file.commit()?;
+        let (digest, _, durable) = file.commit_in_background()?;
+        pending_writes.push(durable);
         c.fingerprint = Some(FingerprintRecord {
             file: rel,
             sha256: hex::encode(digest),
@@ -613,6 +618,10 @@ fn admit_in_pool(
             n_malformed: totals.n_malformed,
         },
     };
+    // Every file the declaration commits to is durable before the declaration is written.
+    for durable in pending_writes {
+        durable.wait()?;
+    }
     let declaration_digest = write_signed(out_dir, &body, key)?;
     Ok(Admission {
         out_dir: out_dir.to_path_buf(),

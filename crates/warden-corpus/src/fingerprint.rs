@@ -191,22 +191,26 @@ impl FingerprintIndex {
 }
 
 /// Bounded-memory builders of every class's gram set (see the module docs).
+///
+/// One set of in-memory buckets is shared by all classes and reused: it holds the grams of one
+/// class at a time (sources stream one after another), and is spilled to that class's scratch
+/// files when it exceeds the budget or another class starts. Buffers are reserved once and never
+/// freed and regrown, so the allocator has nothing to fragment.
 pub(crate) struct GramSets {
-    sets: std::collections::BTreeMap<String, GramSet>,
     bits: u32,
     budget: usize,
-    in_memory: usize,
     scratch: std::path::PathBuf,
-}
-
-struct GramSet {
     buckets: Vec<Vec<u64>>,
-    spilled: Vec<bool>,
+    in_memory: usize,
+    /// The class whose grams are in `buckets`.
+    owner: Option<String>,
+    /// Per class, which buckets have a scratch file.
+    spilled: std::collections::BTreeMap<String, Vec<bool>>,
 }
 
 impl GramSets {
     /// `expected_bytes`: the text to be fingerprinted (sizes the partition); `budget`: grams held
-    /// in memory, all classes together, before buckets are appended to scratch files.
+    /// in memory before buckets are appended to scratch files.
     pub(crate) fn new(scratch: std::path::PathBuf, expected_bytes: u64, budget: usize) -> GramSets {
         // About one gram per 5 bytes of text; aim for ~256 Ki grams per bucket.
         let expected_grams = expected_bytes / 5;
@@ -215,11 +219,13 @@ impl GramSets {
             bits += 1;
         }
         GramSets {
-            sets: std::collections::BTreeMap::new(),
             bits,
             budget: budget.max(1 << 16),
-            in_memory: 0,
             scratch,
+            buckets: vec![Vec::new(); 1 << bits],
+            in_memory: 0,
+            owner: None,
+            spilled: std::collections::BTreeMap::new(),
         }
     }
 
@@ -228,26 +234,28 @@ impl GramSets {
     }
 
     pub(crate) fn extend(&mut self, class: &str, grams: &[u64]) -> Result<(), CorpusError> {
-        let n_buckets = 1usize << self.bits;
-        if !self.sets.contains_key(class) {
-            self.sets.insert(
-                class.to_string(),
-                GramSet {
-                    buckets: vec![Vec::new(); n_buckets],
-                    spilled: vec![false; n_buckets],
-                },
-            );
+        if self.owner.as_deref() != Some(class) {
+            self.spill()?;
+            self.owner = Some(class.to_string());
+            let n_buckets = self.buckets.len();
+            self.spilled
+                .entry(class.to_string())
+                .or_insert_with(|| vec![false; n_buckets]);
         }
         let bits = self.bits;
-        if let Some(set) = self.sets.get_mut(class) {
-            for &g in grams {
-                let b = if bits == 0 {
-                    0
-                } else {
-                    (g >> (64 - bits)) as usize
-                };
-                set.buckets[b].push(g);
+        // Each bucket reserves its share of the budget once, with slack for uneven hashing.
+        let share = self.budget / self.buckets.len() + self.budget / self.buckets.len() / 4 + 64;
+        for &g in grams {
+            let b = if bits == 0 {
+                0
+            } else {
+                (g >> (64 - bits)) as usize
+            };
+            let bucket = &mut self.buckets[b];
+            if bucket.capacity() == 0 {
+                bucket.reserve_exact(share);
             }
+            bucket.push(g);
         }
         self.in_memory += grams.len();
         if self.in_memory > self.budget {
@@ -256,34 +264,26 @@ impl GramSets {
         Ok(())
     }
 
-    /// Appends every in-memory bucket to its scratch file.
+    /// Appends every in-memory bucket to its owner's scratch file (capacity kept for reuse).
     fn spill(&mut self) -> Result<(), CorpusError> {
         use std::io::Write as _;
-        let paths: Vec<(String, usize)> = self
-            .sets
-            .iter()
-            .flat_map(|(c, s)| {
-                s.buckets
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, b)| !b.is_empty())
-                    .map(move |(i, _)| (c.clone(), i))
-            })
-            .collect();
+        let Some(owner) = self.owner.clone() else {
+            return Ok(());
+        };
         let mut bytes = Vec::new();
-        for (class, b) in paths {
-            let path = self.bucket_path(&class, b);
-            let Some(set) = self.sets.get_mut(&class) else {
+        for b in 0..self.buckets.len() {
+            if self.buckets[b].is_empty() {
                 continue;
-            };
+            }
+            let path = self.bucket_path(&owner, b);
             bytes.clear();
-            for g in &set.buckets[b] {
+            for g in &self.buckets[b] {
                 bytes.extend_from_slice(&g.to_le_bytes());
             }
-            // Release the capacity too: a class that is done must not keep its peak allocation
-            // while the next class fills its own buckets.
-            set.buckets[b] = Vec::new();
-            set.spilled[b] = true;
+            self.buckets[b].clear();
+            if let Some(flags) = self.spilled.get_mut(&owner) {
+                flags[b] = true;
+            }
             std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
@@ -295,18 +295,20 @@ impl GramSets {
         Ok(())
     }
 
-    /// Writes the class's index file body (magic, sorted distinct grams, count trailer) into
-    /// `out`; returns the count. Buckets are sorted a few at a time on all cores.
+    /// Writes the class's index file (magic, sorted distinct grams, count trailer) into `out`;
+    /// returns the count, `None` for a class with no grams. Buckets are sorted a few at a time
+    /// on all cores.
     pub(crate) fn finish_class(
         &mut self,
         class: &str,
         out: &mut crate::fsio::AtomicFile,
     ) -> Result<Option<u64>, CorpusError> {
         use rayon::prelude::*;
-        let Some(mut set) = self.sets.remove(class) else {
+        let Some(spilled) = self.spilled.remove(class) else {
             return Ok(None);
         };
-        let n_buckets = set.buckets.len();
+        let owned = self.owner.as_deref() == Some(class);
+        let n_buckets = self.buckets.len();
         let paths: Vec<std::path::PathBuf> =
             (0..n_buckets).map(|b| self.bucket_path(class, b)).collect();
         out.write(MAGIC)?;
@@ -316,15 +318,19 @@ impl GramSets {
         let mut start = 0;
         while start < n_buckets {
             let end = (start + batch).min(n_buckets);
-            let in_memory: Vec<Vec<u64>> = set.buckets[start..end]
-                .iter_mut()
-                .map(std::mem::take)
-                .collect();
+            let in_memory: Vec<Vec<u64>> = if owned {
+                self.buckets[start..end]
+                    .iter_mut()
+                    .map(std::mem::take)
+                    .collect()
+            } else {
+                vec![Vec::new(); end - start]
+            };
             let sorted: Vec<Result<Vec<u64>, CorpusError>> = in_memory
                 .into_par_iter()
                 .zip(start..end)
                 .map(|(mut grams, b)| {
-                    if set.spilled[b] {
+                    if spilled[b] {
                         let raw =
                             std::fs::read(&paths[b]).map_err(|e| CorpusError::io(&paths[b], e))?;
                         let _ = std::fs::remove_file(&paths[b]);
@@ -350,6 +356,10 @@ impl GramSets {
                 out.write(&bytes)?;
             }
             start = end;
+        }
+        if owned {
+            self.owner = None;
+            self.in_memory = 0;
         }
         out.write(&n.to_le_bytes())?;
         Ok(Some(n))

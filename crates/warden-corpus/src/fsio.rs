@@ -50,19 +50,78 @@ impl AtomicFile {
     }
 
     /// Makes the file durable and visible at its target path; returns its SHA-256 and length.
-    pub(crate) fn commit(mut self) -> Result<(Hash, u64), CorpusError> {
+    pub(crate) fn commit(self) -> Result<(Hash, u64), CorpusError> {
+        let (digest, bytes, durable) = self.finish()?;
+        durable.complete()?;
+        Ok((digest, bytes))
+    }
+
+    /// Flushes the data to the kernel and returns its SHA-256 and length at once; the fsync and
+    /// rename run on a background thread, so the disk works while admission computes. The
+    /// returned [`Pending`] must be completed before anything that commits to this file (the
+    /// signed declaration) is written.
+    pub(crate) fn commit_in_background(self) -> Result<(Hash, u64, Pending), CorpusError> {
+        let (digest, bytes, durable) = self.finish()?;
+        let target = durable.target.clone();
+        let handle = std::thread::spawn(move || durable.complete());
+        Ok((digest, bytes, Pending { target, handle }))
+    }
+
+    fn finish(mut self) -> Result<(Hash, u64, Durable), CorpusError> {
         let Some(out) = self.out.take() else {
             return Err(CorpusError::artifact(&self.target, "committed twice"));
         };
         let file = out
             .into_inner()
             .map_err(|e| CorpusError::io(&self.tmp, e.into_error()))?;
-        file.sync_all().map_err(|e| CorpusError::io(&self.tmp, e))?;
-        drop(file);
-        std::fs::rename(&self.tmp, &self.target).map_err(|e| CorpusError::io(&self.target, e))?;
-        sync_dir(&self.target)?;
         let digest = std::mem::take(&mut self.hasher).finalize().into();
-        Ok((digest, self.bytes))
+        Ok((
+            digest,
+            self.bytes,
+            Durable {
+                file,
+                tmp: self.tmp.clone(),
+                target: self.target.clone(),
+            },
+        ))
+    }
+}
+
+/// A fully written temporary file waiting for fsync and rename.
+struct Durable {
+    file: File,
+    tmp: PathBuf,
+    target: PathBuf,
+}
+
+impl Durable {
+    fn complete(self) -> Result<(), CorpusError> {
+        let result = (|| {
+            self.file
+                .sync_all()
+                .map_err(|e| CorpusError::io(&self.tmp, e))?;
+            std::fs::rename(&self.tmp, &self.target)
+                .map_err(|e| CorpusError::io(&self.target, e))?;
+            sync_dir(&self.target)
+        })();
+        if result.is_err() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+        result
+    }
+}
+
+/// A background commit; see [`AtomicFile::commit_in_background`].
+pub(crate) struct Pending {
+    target: PathBuf,
+    handle: std::thread::JoinHandle<Result<(), CorpusError>>,
+}
+
+impl Pending {
+    pub(crate) fn wait(self) -> Result<(), CorpusError> {
+        self.handle.join().map_err(|_| {
+            CorpusError::artifact(&self.target, "the thread making it durable panicked")
+        })?
     }
 }
 

@@ -118,7 +118,6 @@ pub(crate) struct Splitter {
     format: SourceFormat,
     /// Global line number of the last line read.
     line: u64,
-    line_buf: Vec<u8>,
     /// Global line number of the line before this file's first line.
     base: u64,
     bytes_read: u64,
@@ -141,7 +140,6 @@ impl Splitter {
             path: file.path.clone(),
             format: file.format,
             line: line_base,
-            line_buf: Vec::with_capacity(4096),
             base: line_base,
             bytes_read: 0,
             eof: false,
@@ -163,29 +161,30 @@ impl Splitter {
         line - self.base
     }
 
-    /// Reads one line into `line_buf` without its terminator; false at end of file.
-    fn read_line(&mut self) -> Result<bool, CorpusError> {
-        self.line_buf.clear();
+    /// Appends one line without its terminator to `data`; returns where it starts, `None` at
+    /// end of file. Lines go straight from the reader's buffer into the chunk (one copy).
+    fn read_line_into(&mut self, data: &mut Vec<u8>) -> Result<Option<usize>, CorpusError> {
         if self.eof {
-            return Ok(false);
+            return Ok(None);
         }
+        let start = data.len();
         let n = self
             .reader
-            .read_until(b'\n', &mut self.line_buf)
+            .read_until(b'\n', data)
             .map_err(|e| CorpusError::io(&self.path, e))?;
         if n == 0 {
             self.eof = true;
-            return Ok(false);
+            return Ok(None);
         }
         self.bytes_read += n as u64;
         self.line += 1;
-        if self.line_buf.last() == Some(&b'\n') {
-            self.line_buf.pop();
-            if self.line_buf.last() == Some(&b'\r') {
-                self.line_buf.pop();
+        if data.last() == Some(&b'\n') {
+            data.pop();
+            if data.len() > start && data.last() == Some(&b'\r') {
+                data.pop();
             }
         }
-        Ok(true)
+        Ok(Some(start))
     }
 
     /// Appends the next record's bytes to `data`; `None` at end of file.
@@ -194,24 +193,28 @@ impl Splitter {
         data: &mut Vec<u8>,
     ) -> Result<Option<RecordSpan>, CorpusError> {
         // Skip blank lines (between JSONL objects and between text documents).
-        loop {
-            if !self.read_line()? {
+        let start = loop {
+            let Some(start) = self.read_line_into(data)? else {
                 return Ok(None);
+            };
+            if data[start..].iter().all(u8::is_ascii_whitespace) {
+                data.truncate(start);
+            } else {
+                break start;
             }
-            if !self.line_buf.iter().all(u8::is_ascii_whitespace) {
-                break;
-            }
-        }
-        let start = data.len();
+        };
         let first_line = self.line;
-        data.extend_from_slice(&self.line_buf);
         if self.format == SourceFormat::Text {
-            while self.read_line()? {
-                if self.line_buf.iter().all(u8::is_ascii_whitespace) {
-                    break;
-                }
+            loop {
+                let separator = data.len();
                 data.push(b'\n');
-                data.extend_from_slice(&self.line_buf);
+                match self.read_line_into(data)? {
+                    Some(line) if !data[line..].iter().all(u8::is_ascii_whitespace) => {}
+                    _ => {
+                        data.truncate(separator);
+                        break;
+                    }
+                }
             }
         }
         Ok(Some(RecordSpan {
