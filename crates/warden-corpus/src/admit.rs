@@ -99,6 +99,7 @@ pub struct Admission {
 }
 
 const REPORTED_EXCLUSIONS: usize = 50;
+const INDEX_BATCH: usize = 16 * 1024;
 
 struct Chunk {
     data: Vec<u8>,
@@ -484,7 +485,23 @@ fn admit_in_pool(
     index_file.write(crate::index::MAGIC)?;
     let mut corpus_root = RootBuilder::new();
     let mut pending: Option<IndexEntry> = None;
-    let mut buf = Vec::with_capacity(48 * 4096);
+    let mut batch: Vec<IndexEntry> = Vec::with_capacity(INDEX_BATCH);
+    let mut buf = Vec::with_capacity(48 * INDEX_BATCH);
+    // Entries are written and their leaf hashes computed (on all cores) in batches.
+    let mut flush =
+        |batch: &mut Vec<IndexEntry>, corpus_root: &mut RootBuilder| -> Result<(), CorpusError> {
+            let leaves: Vec<Hash> = batch
+                .par_iter()
+                .map(|e| warden_merkle::leaf_hash(&e.hash))
+                .collect();
+            buf.clear();
+            for (entry, leaf) in batch.iter().zip(leaves) {
+                entry.encode(&mut buf);
+                corpus_root.push(leaf);
+            }
+            batch.clear();
+            index_file.write(&buf)
+        };
     for record in samples.finish()? {
         let record = record?;
         match &mut pending {
@@ -495,8 +512,10 @@ fn admit_in_pool(
             _ => {}
         }
         if let Some(entry) = pending.take() {
-            entry.encode(&mut buf);
-            corpus_root.push(warden_merkle::leaf_hash(&entry.hash));
+            batch.push(entry);
+            if batch.len() >= INDEX_BATCH {
+                flush(&mut batch, &mut corpus_root)?;
+            }
         }
         pending = Some(IndexEntry {
             hash: record.hash,
@@ -506,16 +525,11 @@ fn admit_in_pool(
             },
             occurrences: 1,
         });
-        if buf.len() >= 48 * 4000 {
-            index_file.write(&buf)?;
-            buf.clear();
-        }
     }
     if let Some(entry) = pending.take() {
-        entry.encode(&mut buf);
-        corpus_root.push(warden_merkle::leaf_hash(&entry.hash));
+        batch.push(entry);
     }
-    index_file.write(&buf)?;
+    flush(&mut batch, &mut corpus_root)?;
     let (index_digest, index_bytes, durable) = index_file.commit_in_background()?;
     pending_writes.push(durable);
     totals.n_unique_admitted = corpus_root.len();
