@@ -480,61 +480,6 @@ fn admit_in_pool(
     let (exclusions_digest, exclusions_bytes, durable) = exclusions.commit_in_background()?;
     pending_writes.push(durable);
 
-    // The sample index and the corpus tree over its sorted hashes.
-    let mut index_file = AtomicFile::create(&out_dir.join(SAMPLE_INDEX_FILE))?;
-    index_file.write(crate::index::MAGIC)?;
-    let mut corpus_root = RootBuilder::new();
-    let mut pending: Option<IndexEntry> = None;
-    let mut batch: Vec<IndexEntry> = Vec::with_capacity(INDEX_BATCH);
-    let mut buf = Vec::with_capacity(48 * INDEX_BATCH);
-    // Entries are written and their leaf hashes computed (on all cores) in batches.
-    let mut flush =
-        |batch: &mut Vec<IndexEntry>, corpus_root: &mut RootBuilder| -> Result<(), CorpusError> {
-            let leaves: Vec<Hash> = batch
-                .par_iter()
-                .map(|e| warden_merkle::leaf_hash(&e.hash))
-                .collect();
-            buf.clear();
-            for (entry, leaf) in batch.iter().zip(leaves) {
-                entry.encode(&mut buf);
-                corpus_root.push(leaf);
-            }
-            batch.clear();
-            index_file.write(&buf)
-        };
-    for record in samples.finish()? {
-        let record = record?;
-        match &mut pending {
-            Some(entry) if entry.hash == record.hash => {
-                entry.occurrences = entry.occurrences.saturating_add(1);
-                continue;
-            }
-            _ => {}
-        }
-        if let Some(entry) = pending.take() {
-            batch.push(entry);
-            if batch.len() >= INDEX_BATCH {
-                flush(&mut batch, &mut corpus_root)?;
-            }
-        }
-        pending = Some(IndexEntry {
-            hash: record.hash,
-            first: SampleRef {
-                source: record.source,
-                line: record.line,
-            },
-            occurrences: 1,
-        });
-    }
-    if let Some(entry) = pending.take() {
-        batch.push(entry);
-    }
-    flush(&mut batch, &mut corpus_root)?;
-    let (index_digest, index_bytes, durable) = index_file.commit_in_background()?;
-    pending_writes.push(durable);
-    totals.n_unique_admitted = corpus_root.len();
-    let root = corpus_root.root();
-
     // Per-class counts and fingerprint indexes, classes in first-declared order.
     let mut classes: Vec<ClassRecord> = Vec::new();
     for r in &source_records {
@@ -560,25 +505,17 @@ fn admit_in_pool(
         c.n_flagged += r.n_flagged;
         c.n_admitted += r.n_samples - r.n_flagged;
     }
-    for c in &mut classes {
-        let rel = format!("fingerprints/{}.fp", c.class);
-        let mut file = AtomicFile::create(&out_dir.join(&rel))?;
-        let Some(n) = grams.finish_class(&c.class, &mut file)? else {
-            continue;
-        };
-        let (digest, _, durable) = file.commit_in_background()?;
-        pending_writes.push(durable);
-        c.fingerprint = Some(FingerprintRecord {
-            file: rel,
-            sha256: hex::encode(digest),
-            scheme: fingerprint::SCHEME.into(),
-            n_grams: n,
-            false_positive_rate: format!(
-                "n/2^64 = {n}/2^64 = {:.3e} per queried gram",
-                fingerprint::false_positive_rate(n, 64)
-            ),
-        });
-    }
+    // The sample index (mostly one core: a merge) and the fingerprint indexes (sorting on all
+    // cores) are independent: build them side by side.
+    let (index, fingerprints) = rayon::join(
+        || write_sample_index(out_dir, samples),
+        || write_fingerprints(out_dir, &mut grams, &mut classes),
+    );
+    let (index_digest, index_bytes, durable, corpus_root) = index?;
+    pending_writes.push(durable);
+    pending_writes.extend(fingerprints?);
+    totals.n_unique_admitted = corpus_root.len();
+    let root = corpus_root.root();
 
     let body = DeclarationBody {
         format: FORMAT.into(),
@@ -645,6 +582,95 @@ fn admit_in_pool(
         first_exclusions,
         elapsed: started.elapsed(),
     })
+}
+
+/// Merges the sorted sample records into `samples.idx` and the corpus tree over its hashes.
+fn write_sample_index(
+    out_dir: &Path,
+    samples: ExternalSorter<SampleRecord>,
+) -> Result<(Hash, u64, crate::fsio::Pending, RootBuilder), CorpusError> {
+    let mut index_file = AtomicFile::create(&out_dir.join(SAMPLE_INDEX_FILE))?;
+    index_file.write(crate::index::MAGIC)?;
+    let mut corpus_root = RootBuilder::new();
+    let mut pending: Option<IndexEntry> = None;
+    let mut batch: Vec<IndexEntry> = Vec::with_capacity(INDEX_BATCH);
+    let mut buf = Vec::with_capacity(48 * INDEX_BATCH);
+    // Entries are written and their leaf hashes computed (on all cores) in batches.
+    let mut flush =
+        |batch: &mut Vec<IndexEntry>, corpus_root: &mut RootBuilder| -> Result<(), CorpusError> {
+            let leaves: Vec<Hash> = batch
+                .par_iter()
+                .map(|e| warden_merkle::leaf_hash(&e.hash))
+                .collect();
+            buf.clear();
+            for (entry, leaf) in batch.iter().zip(leaves) {
+                entry.encode(&mut buf);
+                corpus_root.push(leaf);
+            }
+            batch.clear();
+            index_file.write(&buf)
+        };
+    for record in samples.finish()? {
+        let record = record?;
+        match &mut pending {
+            Some(entry) if entry.hash == record.hash => {
+                entry.occurrences = entry.occurrences.saturating_add(1);
+                continue;
+            }
+            _ => {}
+        }
+        if let Some(entry) = pending.take() {
+            batch.push(entry);
+            if batch.len() >= INDEX_BATCH {
+                flush(&mut batch, &mut corpus_root)?;
+            }
+        }
+        pending = Some(IndexEntry {
+            hash: record.hash,
+            first: SampleRef {
+                source: record.source,
+                line: record.line,
+            },
+            occurrences: 1,
+        });
+    }
+    if let Some(entry) = pending.take() {
+        batch.push(entry);
+    }
+    flush(&mut batch, &mut corpus_root)?;
+    let (digest, bytes, durable) = index_file.commit_in_background()?;
+    Ok((digest, bytes, durable, corpus_root))
+
+}
+
+/// Writes each class's fingerprint index and records it in `classes`.
+fn write_fingerprints(
+    out_dir: &Path,
+    grams: &mut fingerprint::GramSets,
+    classes: &mut [ClassRecord],
+) -> Result<Vec<crate::fsio::Pending>, CorpusError> {
+    let mut pending = Vec::new();
+    for c in classes.iter_mut() {
+        let rel = format!("fingerprints/{}.fp", c.class);
+        let mut file = AtomicFile::create(&out_dir.join(&rel))?;
+        let Some(n) = grams.finish_class(&c.class, &mut file)? else {
+            continue;
+        };
+        let (digest, _, durable) = file.commit_in_background()?;
+        pending.push(durable);
+        c.fingerprint = Some(FingerprintRecord {
+            file: rel,
+            sha256: hex::encode(digest),
+            scheme: fingerprint::SCHEME.into(),
+            n_grams: n,
+            false_positive_rate: format!(
+                "n/2^64 = {n}/2^64 = {:.3e} per queried gram",
+                fingerprint::false_positive_rate(n, 64)
+            ),
+        });
+    }
+
+    Ok(pending)
 }
 
 struct SourceCtx<'a> {
