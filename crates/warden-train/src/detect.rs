@@ -52,11 +52,36 @@ pub trait Detector: Send {
     fn restore(&mut self, state: &serde_json::Value) -> Result<(), String>;
 }
 
-/// FNV-1a over an n-gram: deterministic across runs and machines (std's hasher is seeded).
+/// FNV-1a over bytes (test helper ids).
+#[cfg(test)]
 fn ngram_hash(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
     })
+}
+
+const ROLL_BASE: u64 = 0x100_0000_01b3;
+
+/// Polynomial rolling hash (mod 2^64) of every `n`-byte window, in O(len): deterministic across
+/// runs and machines (std's hasher is randomly seeded).
+fn rolling_hashes(bytes: &[u8], n: usize) -> Vec<u64> {
+    if n == 0 || bytes.len() < n {
+        return Vec::new();
+    }
+    let top = (1..n).fold(1u64, |p, _| p.wrapping_mul(ROLL_BASE));
+    let mut h = bytes[..n].iter().fold(0u64, |h, &b| {
+        h.wrapping_mul(ROLL_BASE).wrapping_add(u64::from(b) + 1)
+    });
+    let mut out = Vec::with_capacity(bytes.len() - n + 1);
+    out.push(h);
+    for i in n..bytes.len() {
+        h = h
+            .wrapping_sub((u64::from(bytes[i - n]) + 1).wrapping_mul(top))
+            .wrapping_mul(ROLL_BASE)
+            .wrapping_add(u64::from(bytes[i]) + 1);
+        out.push(h);
+    }
+    out
 }
 
 /// (a) Exact-match scanning: long n-gram repeats between a sample and *other* samples of the
@@ -85,7 +110,7 @@ impl NgramDetector {
     }
 
     fn grams(&self, bytes: &[u8]) -> Vec<u64> {
-        let mut grams: Vec<u64> = bytes.windows(self.ngram).map(ngram_hash).collect();
+        let mut grams = rolling_hashes(bytes, self.ngram);
         grams.sort_unstable();
         grams.dedup();
         grams
@@ -130,7 +155,7 @@ impl Detector for NgramDetector {
     fn scan_text(&mut self, batch: &[Candidate<'_>]) -> Vec<Finding> {
         let mut findings = Vec::new();
         for (idx, candidate) in batch.iter().enumerate() {
-            let positional: Vec<u64> = candidate.text.windows(self.ngram).map(ngram_hash).collect();
+            let positional = rolling_hashes(candidate.text, self.ngram);
             // Each earlier occurrence of this very sample contributed each of its n-grams once.
             let own = self.occurrences.get(&candidate.id).copied().unwrap_or(0);
             let mut spans: Vec<(usize, usize)> = Vec::new();
@@ -155,7 +180,10 @@ impl Detector for NgramDetector {
                     });
                 }
             }
-            self.remember(candidate.id, self.grams(candidate.text));
+            let mut grams = positional;
+            grams.sort_unstable();
+            grams.dedup();
+            self.remember(candidate.id, grams);
         }
         findings
     }
@@ -311,6 +339,21 @@ mod tests {
         assert!(detector
             .scan_text(&candidates(&["the vault code is 4417-2290"]))
             .is_empty());
+    }
+
+    #[test]
+    fn rolling_hashes_equal_hashing_each_window() {
+        let text = b"the rolling hash of every window equals the direct one";
+        let direct: Vec<u64> = text
+            .windows(7)
+            .map(|w| {
+                w.iter().fold(0u64, |h, &b| {
+                    h.wrapping_mul(ROLL_BASE).wrapping_add(u64::from(b) + 1)
+                })
+            })
+            .collect();
+        assert_eq!(rolling_hashes(text, 7), direct);
+        assert!(rolling_hashes(b"short", 7).is_empty());
     }
 
     #[test]

@@ -226,6 +226,9 @@ pub struct BenchArgs {
     pub batch: usize,
     #[arg(long, default_value_t = 64)]
     pub context: usize,
+    /// Train every class at depth `deep` (one forward/backward per step: no routing split).
+    #[arg(long)]
+    pub single_depth: bool,
 }
 
 #[derive(Args)]
@@ -251,7 +254,7 @@ pub struct MemorizationArgs {
     #[arg(long, default_value_t = 1024)]
     pub window: usize,
     /// Random same-format candidates per canary for the exposure rank.
-    #[arg(long, default_value_t = 255)]
+    #[arg(long, default_value_t = 1023)]
     pub candidates: usize,
 }
 
@@ -341,7 +344,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         args.scale
     );
     let (corpus, _, _) = bench::synthetic_corpus(&scratch.0, args.scale)?;
-    let config = bench_config(
+    let mut config = bench_config(
         &scratch.0.join("admitted"),
         args.steps + 3,
         args.layers,
@@ -351,6 +354,12 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         3e-3,
         Some((40, 1024)),
     )?;
+    if args.single_depth {
+        config
+            .policy
+            .classes
+            .insert("licensed-news".into(), "deep".into());
+    }
     let n_params = config.model.n_parameters();
     let key = Arc::new(warden_keys::SigningKey::generate(
         Role::TrainingAuthority,
