@@ -640,7 +640,6 @@ fn write_sample_index(
     flush(&mut batch, &mut corpus_root)?;
     let (digest, bytes, durable) = index_file.commit_in_background()?;
     Ok((digest, bytes, durable, corpus_root))
-
 }
 
 /// Writes each class's fingerprint index and records it in `classes`.

@@ -111,7 +111,7 @@ pub fn verify(dir: &std::path::Path, trust: &TrustStore) -> Result<VerifyReport,
             "the corpus root does not match the sample index it was derived from",
         ));
     }
-    corpus.exclusions()?;
+    let exclusions = corpus.exclusions()?;
     for class in &corpus.body().classes {
         corpus.fingerprint_index(&class.class)?;
     }
@@ -137,7 +137,12 @@ pub fn verify(dir: &std::path::Path, trust: &TrustStore) -> Result<VerifyReport,
                     ),
                 ));
             }
-            check_source(&corpus, idx, &leaves)?
+            let malformed_at_admission: std::collections::HashSet<u64> = exclusions
+                .iter()
+                .filter(|e| e.source == source.id && e.reason == "malformed")
+                .map(|e| e.line)
+                .collect();
+            check_source(&corpus, idx, &leaves, &malformed_at_admission)?
         };
         sources.push(SourceCheck {
             id: source.id.clone(),
@@ -157,6 +162,7 @@ fn check_source(
     corpus: &AdmittedCorpus,
     idx: u32,
     leaves: &[(u64, Hash)],
+    malformed_at_admission: &std::collections::HashSet<u64>,
 ) -> Result<SourceStatus, CorpusError> {
     let source = &corpus.sources()[idx as usize];
     if !source.path.exists() {
@@ -223,6 +229,9 @@ fn check_source(
             _ => None,
         };
         match (admitted, hash) {
+            // Excluded as malformed at admission (--skip-malformed) and still malformed: as
+            // admitted, not a change.
+            (None, None) if malformed_at_admission.contains(&line) => {}
             (admitted, None) => record(ChangeKind::Malformed, line, admitted, None),
             (None, Some(now)) => record(ChangeKind::Added, line, None, Some(now)),
             (Some(a), Some(now)) if a != now => {

@@ -230,6 +230,72 @@ fn malformed_jsonl_is_an_error_naming_file_and_line_or_excluded_and_listed() {
     );
     assert_eq!(corpus.sources()[0].n_samples, 3);
     assert!(corpus.lookup(&warden_corpus::sample_hash("four")).is_some());
+    // A line excluded as malformed and still malformed is not a change; fixing it is one.
+    assert!(warden_corpus::verify::verify(&out, &trust)
+        .unwrap()
+        .unchanged());
+    std::fs::write(
+        tmp.path().join("news.jsonl"),
+        "{\"text\":\"one\"}\n{\"text\":\"two\"}\n{\"text\": \"three\"}\n{\"text\":\"four\"}\n",
+    )
+    .unwrap();
+    let report = warden_corpus::verify::verify(&out, &trust).unwrap();
+    let warden_corpus::verify::SourceStatus::Changed { changes, .. } = &report.sources[0].status
+    else {
+        panic!("not changed: {:?}", report.sources[0].status);
+    };
+    assert_eq!(
+        (changes[0].kind, changes[0].line),
+        (warden_corpus::verify::ChangeKind::Added, 3)
+    );
+}
+
+#[test]
+fn a_directory_source_reports_changes_by_file_and_file_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::create_dir_all(dir.join("docs/sub")).unwrap();
+    std::fs::write(dir.join("docs/a.txt"), "alpha\n\nbeta\n").unwrap();
+    std::fs::write(dir.join("docs/sub/b.txt"), "gamma\n\ndelta\nmore delta\n").unwrap();
+    std::fs::write(dir.join("docs/.hidden"), "ignored\n").unwrap();
+    let decl = dir.join("corpus.toml");
+    std::fs::write(
+        &decl,
+        "[corpus]\nname = \"d\"\n[policy]\nadmitted_licenses = [\"MIT\"]\n[[source]]\nid = \"docs\"\npath = \"docs\"\nlicense = \"MIT\"\nclass = \"c\"\nprovenance = { origin = \"o\", collected = \"c\", collector = \"c\" }\n",
+    )
+    .unwrap();
+    let (key, trust) = keys();
+    let out = dir.join("out");
+    admit(&decl, &out, &key, &AdmitOptions::default()).unwrap();
+    let corpus = AdmittedCorpus::load(&out, &trust).unwrap();
+    let texts: Vec<(u64, String)> = corpus
+        .read_source(0)
+        .unwrap()
+        .map(|s| s.unwrap())
+        .map(|s| (s.line, s.text))
+        .collect();
+    assert_eq!(
+        texts,
+        vec![
+            (1, "alpha".to_string()),
+            (3, "beta".to_string()),
+            (4, "gamma".to_string()),
+            (6, "delta\nmore delta".to_string())
+        ]
+    );
+    std::fs::write(dir.join("docs/sub/b.txt"), "gamma\n\ndelta\nmore delta!\n").unwrap();
+    let report = warden_corpus::verify::verify(&out, &trust).unwrap();
+    let warden_corpus::verify::SourceStatus::Changed { changes, .. } = &report.sources[0].status
+    else {
+        panic!("not changed");
+    };
+    assert_eq!(changes.len(), 1);
+    assert_eq!(changes[0].line, 6);
+    assert_eq!(
+        changes[0].file.as_deref(),
+        Some(dir.join("docs/sub/b.txt").canonicalize().unwrap().as_path())
+    );
+    assert_eq!(changes[0].file_line, Some(3));
 }
 
 #[test]
