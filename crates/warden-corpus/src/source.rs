@@ -292,6 +292,12 @@ pub struct SourceSamples {
 }
 
 impl SourceSamples {
+    /// Streams the samples of files listed by [`list_files`], outside any admission (source
+    /// index 0): the same splitting and hashing admission uses.
+    pub fn from_files(files: Vec<SourceFile>, text_field: &str) -> SourceSamples {
+        SourceSamples::new(0, files, text_field.to_string())
+    }
+
     pub(crate) fn new(source: u32, files: Vec<SourceFile>, text_field: String) -> SourceSamples {
         SourceSamples {
             source,
