@@ -2,11 +2,13 @@
 //! cores, and writes the signed declaration with its sample index, leaf lists, exclusions and
 //! fingerprint indexes.
 //!
-//! Pipeline per source: a reader thread splits files into chunks of ~4 MiB of records (one
-//! allocation per chunk) and hands them over a bounded channel; each chunk is decoded, hashed,
-//! flagged and fingerprinted in parallel (rayon, order-preserving collect), then folded in file
-//! order into the source's Merkle root, leaf list and exclusion list. Sample records and grams go
-//! through bounded external sorts, so peak memory does not grow with the corpus.
+//! Pipeline per source: a reader thread splits files into chunks of ~2 MiB of records (buffers
+//! recycled) and hands them over a bounded channel; each chunk is decoded, hashed, flagged and
+//! fingerprinted in parallel (rayon, order-preserving collect) while the previous chunk is folded,
+//! in file order, into the source's Merkle root, leaf list and exclusion list. Sample records go
+//! through a bounded external sort and grams through partitioned buckets that spill to scratch
+//! files, so peak memory does not grow with the corpus. Output files are fsynced on background
+//! threads, all joined before the declaration that commits to them is signed and written.
 //!
 //! Architecture invariant: nothing is dropped silently. Every sample of an admitted source is a
 //! leaf of its source tree, and is either in the sample index or listed in `exclusions.jsonl`
