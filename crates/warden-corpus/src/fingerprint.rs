@@ -314,7 +314,45 @@ impl GramSets {
         out.write(MAGIC)?;
         let mut n = 0u64;
         let batch = rayon::current_num_threads().max(1) * 2;
+        let sort_batch =
+            |start: usize, in_memory: Vec<Vec<u64>>| -> Vec<Result<Vec<u64>, CorpusError>> {
+                in_memory
+                    .into_par_iter()
+                    .zip(start..start + batch)
+                    .map(|(mut grams, b)| {
+                        if spilled[b] {
+                            let raw = std::fs::read(&paths[b])
+                                .map_err(|e| CorpusError::io(&paths[b], e))?;
+                            let _ = std::fs::remove_file(&paths[b]);
+                            grams.extend(raw.chunks_exact(8).map(|c| {
+                                let mut w = [0u8; 8];
+                                w.copy_from_slice(c);
+                                u64::from_le_bytes(w)
+                            }));
+                        }
+                        grams.sort_unstable();
+                        grams.dedup();
+                        Ok(grams)
+                    })
+                    .collect()
+            };
         let mut bytes = Vec::new();
+        let mut write_batch =
+            |sorted: Vec<Result<Vec<u64>, CorpusError>>| -> Result<(), CorpusError> {
+                for grams in sorted {
+                    let grams = grams?;
+                    n += grams.len() as u64;
+                    bytes.clear();
+                    bytes.reserve(grams.len() * 8);
+                    for g in &grams {
+                        bytes.extend_from_slice(&g.to_le_bytes());
+                    }
+                    out.write(&bytes)?;
+                }
+                Ok(())
+            };
+        // Pipelined: batch k is written (and hashed) while batch k + 1 is sorted.
+        let mut previous: Option<Vec<Result<Vec<u64>, CorpusError>>> = None;
         let mut start = 0;
         while start < n_buckets {
             let end = (start + batch).min(n_buckets);
@@ -326,36 +364,17 @@ impl GramSets {
             } else {
                 vec![Vec::new(); end - start]
             };
-            let sorted: Vec<Result<Vec<u64>, CorpusError>> = in_memory
-                .into_par_iter()
-                .zip(start..end)
-                .map(|(mut grams, b)| {
-                    if spilled[b] {
-                        let raw =
-                            std::fs::read(&paths[b]).map_err(|e| CorpusError::io(&paths[b], e))?;
-                        let _ = std::fs::remove_file(&paths[b]);
-                        grams.extend(raw.chunks_exact(8).map(|c| {
-                            let mut w = [0u8; 8];
-                            w.copy_from_slice(c);
-                            u64::from_le_bytes(w)
-                        }));
-                    }
-                    grams.sort_unstable();
-                    grams.dedup();
-                    Ok(grams)
-                })
-                .collect();
-            for grams in sorted {
-                let grams = grams?;
-                n += grams.len() as u64;
-                bytes.clear();
-                bytes.reserve(grams.len() * 8);
-                for g in &grams {
-                    bytes.extend_from_slice(&g.to_le_bytes());
-                }
-                out.write(&bytes)?;
-            }
+            let to_write = previous.take();
+            let (written, sorted) = rayon::join(
+                || to_write.map_or(Ok(()), &mut write_batch),
+                || sort_batch(start, in_memory),
+            );
+            written?;
+            previous = Some(sorted);
             start = end;
+        }
+        if let Some(sorted) = previous {
+            write_batch(sorted)?;
         }
         if owned {
             self.owner = None;
