@@ -247,3 +247,28 @@ fn lineage_stage(dir: &Path) -> anyhow::Result<DemoContext> {
         synth_dir: None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rerun_replaces_an_earlier_demo_but_nothing_else() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("demo");
+        prepare_dir(&dir).unwrap();
+        std::fs::write(dir.join("leftover"), b"from the first run").unwrap();
+        prepare_dir(&dir).unwrap();
+        assert!(
+            !dir.join("leftover").exists(),
+            "the earlier demo is replaced"
+        );
+        assert!(dir.join(MARKER).exists());
+
+        let other = tmp.path().join("other");
+        std::fs::create_dir(&other).unwrap();
+        std::fs::write(other.join("precious"), b"keep").unwrap();
+        assert!(prepare_dir(&other).is_err());
+        assert_eq!(std::fs::read(other.join("precious")).unwrap(), b"keep");
+    }
+}
