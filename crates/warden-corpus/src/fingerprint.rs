@@ -24,7 +24,7 @@
 //!
 //! Building it in bounded memory ([`GramSets`]): grams are partitioned by their top bits into
 //! `2^bits` buckets (bits chosen from the corpus size so a bucket stays around 256 Ki grams);
-//! buckets live in memory until a global budget is exceeded, then are appended to scratch files.
+//! buckets live in memory until a budget is exceeded, then are spilled to a scratch file.
 //! At the end each bucket is sorted and deduplicated on its own (in parallel) and the buckets are
 //! written in order — no k-way merge, and peak memory is the budget plus a few buckets.
 
@@ -193,9 +193,10 @@ impl FingerprintIndex {
 /// Bounded-memory builders of every class's gram set (see the module docs).
 ///
 /// One set of in-memory buckets is shared by all classes and reused: it holds the grams of one
-/// class at a time (sources stream one after another), and is spilled to that class's scratch
-/// files when it exceeds the budget or another class starts. Buffers are reserved once and never
-/// freed and regrown, so the allocator has nothing to fragment.
+/// class at a time (sources stream one after another), and is spilled when it exceeds the budget
+/// or another class starts. A spill is one scratch file holding every bucket back to back (one
+/// file per spill, not per bucket: creating files is what costs); each class remembers, per
+/// spill, where each of its buckets lies. Buffers are reserved once and reused.
 pub(crate) struct GramSets {
     bits: u32,
     budget: usize,
@@ -204,13 +205,15 @@ pub(crate) struct GramSets {
     in_memory: usize,
     /// The class whose grams are in `buckets`.
     owner: Option<String>,
-    /// Per class, which buckets have a scratch file.
-    spilled: std::collections::BTreeMap<String, Vec<bool>>,
+    /// The spill files, open for reading back.
+    runs: Vec<(std::path::PathBuf, std::fs::File)>,
+    /// Per class: (spill index, per bucket (byte offset, gram count)).
+    spills: std::collections::BTreeMap<String, Vec<(usize, Vec<(u64, usize)>)>>,
 }
 
 impl GramSets {
     /// `expected_bytes`: the text to be fingerprinted (sizes the partition); `budget`: grams held
-    /// in memory before buckets are appended to scratch files.
+    /// in memory before the buckets are spilled.
     pub(crate) fn new(scratch: std::path::PathBuf, expected_bytes: u64, budget: usize) -> GramSets {
         // About one gram per 5 bytes of text; aim for ~256 Ki grams per bucket.
         let expected_grams = expected_bytes / 5;
@@ -225,22 +228,16 @@ impl GramSets {
             buckets: vec![Vec::new(); 1 << bits],
             in_memory: 0,
             owner: None,
-            spilled: std::collections::BTreeMap::new(),
+            runs: Vec::new(),
+            spills: std::collections::BTreeMap::new(),
         }
-    }
-
-    fn bucket_path(&self, class: &str, bucket: usize) -> std::path::PathBuf {
-        self.scratch.join(format!("grams-{class}-{bucket:04}.bin"))
     }
 
     pub(crate) fn extend(&mut self, class: &str, grams: &[u64]) -> Result<(), CorpusError> {
         if self.owner.as_deref() != Some(class) {
             self.spill()?;
             self.owner = Some(class.to_string());
-            let n_buckets = self.buckets.len();
-            self.spilled
-                .entry(class.to_string())
-                .or_insert_with(|| vec![false; n_buckets]);
+            self.spills.entry(class.to_string()).or_default();
         }
         let bits = self.bits;
         // Each bucket reserves its share of the budget once, with slack for uneven hashing.
@@ -264,53 +261,92 @@ impl GramSets {
         Ok(())
     }
 
-    /// Appends every in-memory bucket to its owner's scratch file (capacity kept for reuse).
+    /// Writes every in-memory bucket into one new scratch file (capacity kept for reuse).
     fn spill(&mut self) -> Result<(), CorpusError> {
         use std::io::Write as _;
         let Some(owner) = self.owner.clone() else {
             return Ok(());
         };
+        if self.in_memory == 0 {
+            return Ok(());
+        }
+        let path = self
+            .scratch
+            .join(format!("grams-{:05}.run", self.runs.len()));
+        let io = |e| CorpusError::io(&path, e);
+        let file = std::fs::OpenOptions::new()
+            .create_new(true)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(io)?;
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, &file);
+        let mut slices = Vec::with_capacity(self.buckets.len());
+        let mut offset = 0u64;
         let mut bytes = Vec::new();
-        for b in 0..self.buckets.len() {
-            if self.buckets[b].is_empty() {
-                continue;
-            }
-            let path = self.bucket_path(&owner, b);
+        for bucket in &mut self.buckets {
+            slices.push((offset, bucket.len()));
             bytes.clear();
-            for g in &self.buckets[b] {
+            for g in bucket.iter() {
                 bytes.extend_from_slice(&g.to_le_bytes());
             }
-            self.buckets[b].clear();
-            if let Some(flags) = self.spilled.get_mut(&owner) {
-                flags[b] = true;
-            }
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .and_then(|mut f| f.write_all(&bytes))
-                .map_err(|e| CorpusError::io(&path, e))?;
+            out.write_all(&bytes).map_err(io)?;
+            offset += bytes.len() as u64;
+            bucket.clear();
         }
+        out.flush().map_err(io)?;
+        drop(out);
+        self.spills
+            .entry(owner)
+            .or_default()
+            .push((self.runs.len(), slices));
+        self.runs.push((path, file));
         self.in_memory = 0;
+        Ok(())
+    }
+
+    /// Reads back one bucket of one class from every spill, appending to `grams`.
+    fn read_bucket(
+        runs: &[(std::path::PathBuf, std::fs::File)],
+        spills: &[(usize, Vec<(u64, usize)>)],
+        bucket: usize,
+        grams: &mut Vec<u64>,
+    ) -> Result<(), CorpusError> {
+        use std::os::unix::fs::FileExt as _;
+        let mut raw = Vec::new();
+        for (run, slices) in spills {
+            let (offset, count) = slices[bucket];
+            if count == 0 {
+                continue;
+            }
+            let (path, file) = &runs[*run];
+            raw.resize(count * 8, 0);
+            file.read_exact_at(&mut raw, offset)
+                .map_err(|e| CorpusError::io(path, e))?;
+            grams.extend(raw.chunks_exact(8).map(|c| {
+                let mut w = [0u8; 8];
+                w.copy_from_slice(c);
+                u64::from_le_bytes(w)
+            }));
+        }
         Ok(())
     }
 
     /// Writes the class's index file (magic, sorted distinct grams, count trailer) into `out`;
     /// returns the count, `None` for a class with no grams. Buckets are sorted a few at a time
-    /// on all cores.
+    /// on all cores, each batch written while the next is sorted.
     pub(crate) fn finish_class(
         &mut self,
         class: &str,
         out: &mut crate::fsio::AtomicFile,
     ) -> Result<Option<u64>, CorpusError> {
         use rayon::prelude::*;
-        let Some(spilled) = self.spilled.remove(class) else {
+        let Some(spills) = self.spills.remove(class) else {
             return Ok(None);
         };
         let owned = self.owner.as_deref() == Some(class);
         let n_buckets = self.buckets.len();
-        let paths: Vec<std::path::PathBuf> =
-            (0..n_buckets).map(|b| self.bucket_path(class, b)).collect();
+        let runs = &self.runs;
         out.write(MAGIC)?;
         let mut n = 0u64;
         let batch = rayon::current_num_threads().max(1) * 2;
@@ -320,16 +356,7 @@ impl GramSets {
                     .into_par_iter()
                     .zip(start..start + batch)
                     .map(|(mut grams, b)| {
-                        if spilled[b] {
-                            let raw = std::fs::read(&paths[b])
-                                .map_err(|e| CorpusError::io(&paths[b], e))?;
-                            let _ = std::fs::remove_file(&paths[b]);
-                            grams.extend(raw.chunks_exact(8).map(|c| {
-                                let mut w = [0u8; 8];
-                                w.copy_from_slice(c);
-                                u64::from_le_bytes(w)
-                            }));
-                        }
+                        GramSets::read_bucket(runs, &spills, b, &mut grams)?;
                         grams.sort_unstable();
                         grams.dedup();
                         Ok(grams)
@@ -357,9 +384,10 @@ impl GramSets {
         while start < n_buckets {
             let end = (start + batch).min(n_buckets);
             let in_memory: Vec<Vec<u64>> = if owned {
+                // Copies, so the shared buckets keep their reserved capacity.
                 self.buckets[start..end]
-                    .iter_mut()
-                    .map(std::mem::take)
+                    .iter()
+                    .map(|b| b.to_vec())
                     .collect()
             } else {
                 vec![Vec::new(); end - start]
@@ -377,6 +405,9 @@ impl GramSets {
             write_batch(sorted)?;
         }
         if owned {
+            for bucket in &mut self.buckets {
+                bucket.clear();
+            }
             self.owner = None;
             self.in_memory = 0;
         }
