@@ -207,9 +207,12 @@ pub(crate) struct GramSets {
     owner: Option<String>,
     /// The spill files, open for reading back.
     runs: Vec<(std::path::PathBuf, std::fs::File)>,
-    /// Per class: (spill index, per bucket (byte offset, gram count)).
-    spills: std::collections::BTreeMap<String, Vec<(usize, Vec<(u64, usize)>)>>,
+    /// Per class, the spills holding its grams.
+    spills: std::collections::BTreeMap<String, Vec<Spill>>,
 }
+
+/// One spill of one class: the run file's index and, per bucket, (byte offset, gram count).
+type Spill = (usize, Vec<(u64, usize)>);
 
 impl GramSets {
     /// `expected_bytes`: the text to be fingerprinted (sizes the partition); `budget`: grams held
@@ -308,7 +311,7 @@ impl GramSets {
     /// Reads back one bucket of one class from every spill, appending to `grams`.
     fn read_bucket(
         runs: &[(std::path::PathBuf, std::fs::File)],
-        spills: &[(usize, Vec<(u64, usize)>)],
+        spills: &[Spill],
         bucket: usize,
         grams: &mut Vec<u64>,
     ) -> Result<(), CorpusError> {
