@@ -6,6 +6,7 @@
 //! detector, so a new detector (embedding similarity, influence) only has to score samples.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 
 use serde::{Deserialize, Serialize};
 
@@ -62,6 +63,28 @@ fn ngram_hash(bytes: &[u8]) -> u64 {
 
 const ROLL_BASE: u64 = 0x100_0000_01b3;
 
+/// Hasher for keys that already are 64-bit hashes: one multiply-xorshift finalizer instead of
+/// SipHash (the detector does a few thousand lookups per step).
+#[derive(Default)]
+struct PremixedHasher(u64);
+
+impl Hasher for PremixedHasher {
+    fn finish(&self) -> u64 {
+        let x = self.0.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        x ^ (x >> 29)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8 | self.0 >> 56) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, value: u64) {
+        self.0 ^= value;
+    }
+}
+
+type GramCounts = HashMap<u64, u32, BuildHasherDefault<PremixedHasher>>;
+
 /// Polynomial rolling hash (mod 2^64) of every `n`-byte window, in O(len): deterministic across
 /// runs and machines (std's hasher is randomly seeded).
 fn rolling_hashes(bytes: &[u8], n: usize) -> Vec<u64> {
@@ -97,7 +120,7 @@ pub struct NgramDetector {
     window: usize,
     threshold: f64,
     recent: VecDeque<(u64, Vec<u64>)>,
-    counts: HashMap<u64, u32>,
+    counts: GramCounts,
     occurrences: HashMap<u64, u32>,
 }
 
@@ -108,7 +131,7 @@ impl NgramDetector {
             window,
             threshold,
             recent: VecDeque::new(),
-            counts: HashMap::new(),
+            counts: GramCounts::default(),
             occurrences: HashMap::new(),
         }
     }
