@@ -464,3 +464,31 @@ fn checkpoint_on_disk_restores_the_exact_state() {
     assert_eq!(a.model().digest().unwrap(), b.model().digest().unwrap());
     assert_eq!(sink.records[4..], other.records[..]);
 }
+
+#[test]
+fn loss_signature_rejects_samples_far_below_their_class_median_before_the_step() {
+    // An aggressive ratio (0.99 x median) so that the test sees detections within a few steps.
+    let policy = format!(
+        "{POLICY}\n[memorization]\nngram = 64\nwindow = 16\nthreshold = 0.0\nloss_ratio = 0.99\naction = \"reject\"\n"
+    );
+    let mut trainer = Trainer::new(config(&policy), Arc::new(corpus(true, true)), None).unwrap();
+    let mut sink = MemorySink::default();
+    run(&mut trainer, &mut sink, 8).unwrap();
+    let mut detected = 0;
+    for record in &sink.records {
+        let samples = record.1["batch"]["samples"].as_array().unwrap();
+        for finding in record.1["memorization"].as_array().unwrap() {
+            if finding["detector"] == "loss-signature" {
+                detected += 1;
+                assert_eq!(finding["scope"], "sample");
+                let sample = &samples[finding["sample"].as_u64().unwrap() as usize];
+                assert_eq!(
+                    sample["weight"], 0.0,
+                    "a flagged sample kept its weight: {sample}"
+                );
+            }
+        }
+    }
+    assert!(detected > 0);
+    assert_eq!(trainer.counts().samples_rejected_memorization, detected);
+}
