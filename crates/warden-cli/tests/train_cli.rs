@@ -1,6 +1,6 @@
 //! `warden train` end to end on a tiny admitted corpus: real binary, real files, real lineage.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
@@ -417,5 +417,39 @@ fn a_run_directory_is_never_overwritten() {
     let out = f.train("config.toml", "run");
     assert!(!out.status.success());
     assert!(text(&out).contains("already holds a run"), "{}", text(&out));
-    let _ = Path::new(".");
+}
+
+#[test]
+fn an_unauthorized_evaluation_is_refused_and_recorded() {
+    let f = Fixture::new();
+    // The config asks to evaluate the held-out source every 2 iterations; the policy authorizes
+    // only the loss probe, at most every 4 iterations.
+    let eval = "[policy.eval]\nsources = [\"heldout\"]\nprobes = [\"loss\"]\nmin_interval = 4\n";
+    f.write_config("eval.toml", 8, "halt", eval);
+    let mut config = std::fs::read_to_string(f.path("eval.toml")).unwrap();
+    config = config.replace(
+        "[policy]",
+        "[eval]\nevery = 2\nsources = [\"heldout\"]\nprobes = [\"loss\"]\n\n[policy]",
+    );
+    std::fs::write(f.path("eval.toml"), config).unwrap();
+    let out = f.train("eval.toml", "run");
+    assert!(out.status.success(), "{}", text(&out));
+    let evals: Vec<serde_json::Value> = f
+        .records("run")
+        .iter()
+        .filter(|r| r.record.kind == "train.iteration")
+        .map(|r| r.record.payload["evaluation"].clone())
+        .filter(|e| !e.is_null())
+        .collect();
+    assert_eq!(evals.len(), 4, "requested at iterations 2, 4, 6, 8");
+    // 2 runs; 4 is too soon after 2; 6 runs; 8 is too soon after 6.
+    assert!(evals[0]["sources"]["heldout"]["loss"].as_f64().unwrap() > 0.0);
+    assert!(evals[1]["refused"][0]
+        .as_str()
+        .unwrap()
+        .contains("at most every 4"));
+    assert!(evals[1].get("sources").is_none());
+    assert!(evals[2]["sources"]["heldout"]["loss"].as_f64().is_some());
+    assert!(evals[3]["refused"].is_array());
+    assert!(text(&out).contains("evals 2 refused 2"), "{}", text(&out));
 }
