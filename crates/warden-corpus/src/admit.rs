@@ -406,6 +406,7 @@ fn admit_in_pool(
                                         hash: p.hash,
                                         source: source_idx as u32,
                                         line: p.record.span.line,
+                                        leaf: p.leaf,
                                     })?;
                                     continue;
                                 }
@@ -594,52 +595,43 @@ fn write_sample_index(
     let mut index_file = AtomicFile::create(&out_dir.join(SAMPLE_INDEX_FILE))?;
     index_file.write(crate::index::MAGIC)?;
     let mut corpus_root = RootBuilder::new();
-    let mut pending: Option<IndexEntry> = None;
-    let mut batch: Vec<IndexEntry> = Vec::with_capacity(INDEX_BATCH);
+    let mut pending: Option<(IndexEntry, Hash)> = None;
     let mut buf = Vec::with_capacity(48 * INDEX_BATCH);
-    // Entries are written and their leaf hashes computed (on all cores) in batches.
-    let mut flush =
-        |batch: &mut Vec<IndexEntry>, corpus_root: &mut RootBuilder| -> Result<(), CorpusError> {
-            let leaves: Vec<Hash> = batch
-                .par_iter()
-                .map(|e| warden_merkle::leaf_hash(&e.hash))
-                .collect();
-            buf.clear();
-            for (entry, leaf) in batch.iter().zip(leaves) {
-                entry.encode(&mut buf);
-                corpus_root.push(leaf);
-            }
-            batch.clear();
-            index_file.write(&buf)
-        };
     for record in samples.finish()? {
         let record = record?;
         match &mut pending {
-            Some(entry) if entry.hash == record.hash => {
+            Some((entry, _)) if entry.hash == record.hash => {
                 entry.occurrences = entry.occurrences.saturating_add(1);
                 continue;
             }
             _ => {}
         }
-        if let Some(entry) = pending.take() {
-            batch.push(entry);
-            if batch.len() >= INDEX_BATCH {
-                flush(&mut batch, &mut corpus_root)?;
+        if let Some((entry, leaf)) = pending.take() {
+            entry.encode(&mut buf);
+            corpus_root.push(leaf);
+            if buf.len() >= 48 * INDEX_BATCH {
+                index_file.write(&buf)?;
+                buf.clear();
             }
         }
-        pending = Some(IndexEntry {
-            hash: record.hash,
-            first: SampleRef {
-                source: record.source,
-                line: record.line,
+        let first = SampleRef {
+            source: record.source,
+            line: record.line,
+        };
+        pending = Some((
+            IndexEntry {
+                hash: record.hash,
+                first,
+                occurrences: 1,
             },
-            occurrences: 1,
-        });
+            record.leaf,
+        ));
     }
-    if let Some(entry) = pending.take() {
-        batch.push(entry);
+    if let Some((entry, leaf)) = pending.take() {
+        entry.encode(&mut buf);
+        corpus_root.push(leaf);
     }
-    flush(&mut batch, &mut corpus_root)?;
+    index_file.write(&buf)?;
     let (digest, bytes, durable) = index_file.commit_in_background()?;
     Ok((digest, bytes, durable, corpus_root))
 }

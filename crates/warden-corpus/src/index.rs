@@ -25,32 +25,44 @@ pub struct SampleRef {
     pub line: u64,
 }
 
-/// One admitted sample occurrence during admission; sorted by hash, then place.
+/// One admitted sample occurrence during admission; sorted by hash, then place. It carries the
+/// RFC 6962 leaf hash of `hash` (already computed for the source tree) so the corpus tree does
+/// not hash every leaf a second time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct SampleRecord {
     pub hash: Hash,
     pub source: u32,
     pub line: u64,
+    pub leaf: Hash,
+}
+
+fn place(b: &[u8]) -> (Hash, u32, u64) {
+    let mut hash = [0u8; 32];
+    hash.copy_from_slice(&b[..32]);
+    let mut s = [0u8; 4];
+    s.copy_from_slice(&b[32..36]);
+    let mut l = [0u8; 8];
+    l.copy_from_slice(&b[36..44]);
+    (hash, u32::from_le_bytes(s), u64::from_le_bytes(l))
 }
 
 impl Record for SampleRecord {
-    const SIZE: usize = 44;
+    const SIZE: usize = 76;
     fn write_to(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.hash);
         out.extend_from_slice(&self.source.to_le_bytes());
         out.extend_from_slice(&self.line.to_le_bytes());
+        out.extend_from_slice(&self.leaf);
     }
     fn read_from(b: &[u8]) -> Self {
-        let mut hash = [0u8; 32];
-        hash.copy_from_slice(&b[..32]);
-        let mut s = [0u8; 4];
-        s.copy_from_slice(&b[32..36]);
-        let mut l = [0u8; 8];
-        l.copy_from_slice(&b[36..44]);
+        let (hash, source, line) = place(b);
+        let mut leaf = [0u8; 32];
+        leaf.copy_from_slice(&b[44..76]);
         SampleRecord {
             hash,
-            source: u32::from_le_bytes(s),
-            line: u64::from_le_bytes(l),
+            source,
+            line,
+            leaf,
         }
     }
 }
@@ -72,15 +84,12 @@ impl IndexEntry {
     }
 
     fn decode(b: &[u8]) -> IndexEntry {
-        let r = SampleRecord::read_from(&b[..44]);
+        let (hash, source, line) = place(b);
         let mut o = [0u8; 4];
         o.copy_from_slice(&b[44..48]);
         IndexEntry {
-            hash: r.hash,
-            first: SampleRef {
-                source: r.source,
-                line: r.line,
-            },
+            hash,
+            first: SampleRef { source, line },
             occurrences: u32::from_le_bytes(o),
         }
     }
