@@ -408,6 +408,34 @@ fn resume_under_a_new_policy_records_a_versioned_transition() {
         .iter()
         .all(|r| r.record.policy_version.as_deref() == Some("train-v2")));
     f.verify("run");
+
+    // A later plain resume stays under train-v2, and the run remembers both versions.
+    let out = f.warden(&[
+        "train",
+        "resume",
+        "run",
+        "--steps",
+        "14",
+        "--key",
+        "trainer.key",
+        "--trust",
+        "trust.toml",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("policy versions train-v1 → train-v2"),
+        "{}",
+        text(&out)
+    );
+    let records = f.records("run");
+    let last_transition = records
+        .iter()
+        .rev()
+        .find(|r| r.record.kind == "train.transition")
+        .unwrap();
+    assert_eq!(last_transition.record.payload["reason"], "resume");
+    assert_eq!(last_transition.record.payload["policy_from"], "train-v2");
+    f.verify("run");
 }
 
 #[test]

@@ -181,10 +181,11 @@ pub fn resume(
         std::fs::read_to_string(&policy_path).map_err(|e| io_err(&policy_path, e))?;
     let current = TrainingPolicy::parse(&current_text, &policy_path.display().to_string())?;
     let mut trainer = prepare_trainer(config, run_dir, trust)?;
-    let from_iteration = trainer.restore_latest(run_dir)?;
+    // The policy in force first (it decides which detectors exist), then their saved state.
     if trainer.policy().source != current {
         trainer.set_policy(current.clone())?;
     }
+    let from_iteration = trainer.restore_latest(run_dir)?;
     let old_version = trainer.policy().version().to_string();
     let mut next_policy = None;
     if let Some(path) = new_policy {

@@ -1345,6 +1345,9 @@ impl Trainer {
         self.recent_failures = state.recent_failures.into_iter().collect();
         self.counts = state.counts;
         self.policy_versions = state.policy_versions;
+        if self.policy_versions.last().map(String::as_str) != Some(self.policy.version()) {
+            self.policy_versions.push(self.policy.version().to_string());
+        }
         if state.detectors.len() == self.detectors.len() {
             for (detector, s) in self.detectors.iter_mut().zip(&state.detectors) {
                 detector
