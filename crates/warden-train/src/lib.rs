@@ -5,6 +5,7 @@ pub mod bench;
 pub mod config;
 pub mod data;
 pub mod detect;
+pub mod gates;
 pub mod io;
 pub mod lineage;
 pub mod manifest;

@@ -27,12 +27,11 @@ use sha2::{Digest as _, Sha256};
 use crate::config::TrainConfig;
 use crate::data::{AdmissionIndex, PoolSample};
 use crate::detect::{self, Candidate, Detector, Finding};
+use crate::gates::{Admissibility, RegionStats, RegionVerdict, SampleVerdict};
 use crate::io;
 use crate::model::{encode, mean_over, region_of, Gpt};
 use crate::optim::{AdamW, Moments};
-use crate::policy::{
-    ExcessAction, FailureMode, LineageCadence, MemorizationAction, ResolvedPolicy,
-};
+use crate::policy::{FailureMode, LineageCadence, MemorizationAction, ResolvedPolicy};
 use crate::TrainError;
 
 /// Where records go: the signed lineage in production, a vector in unit tests.
@@ -423,47 +422,11 @@ impl Trainer {
             .collect()
     }
 
-    /// The data gate for one sample: `Ok(Some((depth, class)))` admitted, `Ok(None)` with a
-    /// reason refused by policy (dropped, recorded), `Err` an integrity failure.
-    fn data_gate(&self, sample: &PoolSample) -> Result<Result<(String, String), String>, String> {
-        let Some(location) = self.corpus.lookup(&sample.hash) else {
-            if let Some(reason) = self.corpus.exclusion(&sample.hash) {
-                return Ok(Err(format!("excluded at admission ({reason})")));
-            }
-            return Err("content hash is not in the signed corpus declaration (edited after admission or never admitted)".to_string());
-        };
-        let source = self
-            .corpus
-            .sources()
-            .get(location.source as usize)
-            .ok_or_else(|| format!("admission index names unknown source {}", location.source))?;
-        if !source.admitted {
-            return Err(format!("source {} is flagged (not admitted)", source.id));
-        }
-        if source.held_out {
-            return Err(format!(
-                "content is admitted only in held-out source {} and may not be trained on",
-                source.id
-            ));
-        }
-        if self
-            .policy
-            .class_excluded(&source.class, self.corpus.excluded_classes())
-        {
-            return Ok(Err(format!("class {} is excluded", source.class)));
-        }
-        if !self.policy.license_allowed(&source.license) {
-            return Ok(Err(format!(
-                "license {} is not allowed by policy",
-                source.license
-            )));
-        }
-        match self.policy.depth_for(&source.class, &source.depth) {
-            Some(depth) => Ok(Ok((depth.to_string(), source.class.clone()))),
-            None => Err(format!(
-                "class {} has depth {:?}, which the policy does not define",
-                source.class, source.depth
-            )),
+    /// The admissibility evaluator over this run's policy and corpus.
+    fn gates(&self) -> Admissibility<'_> {
+        Admissibility {
+            policy: &self.policy,
+            corpus: self.corpus.as_ref(),
         }
     }
 
@@ -498,13 +461,13 @@ impl Trainer {
             if let Some(at) = self.quarantined.get(&pool_idx) {
                 entry.status = format!("skipped: quarantined at iteration {at}");
             } else {
-                match self.data_gate(&self.pool[pool_idx]) {
-                    Ok(Ok((depth, class))) => {
+                match self.gates().sample(&self.pool[pool_idx]) {
+                    SampleVerdict::Admit { depth, class } => {
                         entry.depth = Some(depth);
                         entry.class = class;
                     }
-                    Ok(Err(reason)) => entry.status = format!("refused: {reason}"),
-                    Err(detail) => {
+                    SampleVerdict::Refuse(reason) => entry.status = format!("refused: {reason}"),
+                    SampleVerdict::Fail(detail) => {
                         self.timings.data_gate += started.elapsed();
                         return self.fail(
                             iteration,
@@ -678,10 +641,7 @@ impl Trainer {
                 }
             }
             let norm = sum_sq.sqrt();
-            let scale = match profile.max_norm {
-                Some(bound) if norm > bound => bound / norm,
-                _ => 1.0,
-            };
+            let scale = self.gates().depth_scale(depth, norm);
             for (name, grad) in contribution {
                 let grad = if scale < 1.0 { (grad * scale)? } else { grad };
                 let sum = match total.remove(&name) {
@@ -703,7 +663,6 @@ impl Trainer {
         let mut updates: Vec<(String, Tensor)> = Vec::new();
         let mut verdict_counts = (0u64, 0u64, 0u64);
         for region in self.config.model.regions() {
-            let profile = &self.policy.regions[&region];
             let names = self.region_vars.get(&region).cloned().unwrap_or_default();
             let grads: Vec<(&String, &Tensor)> = names
                 .iter()
@@ -721,59 +680,40 @@ impl Trainer {
                 max_abs = max_abs.max(m);
                 finite &= f;
             }
-            let norm = sum_sq.sqrt();
-            if !finite || !norm.is_finite() {
+            let stats = RegionStats {
+                norm: sum_sq.sqrt(),
+                max_abs,
+                finite,
+            };
+            let verdict = self.gates().region(
+                &region,
+                &stats,
+                self.last_update.get(&region).copied(),
+                iteration,
+            );
+            if let RegionVerdict::Fail(detail) = verdict {
                 self.timings.gradient_gate += t.elapsed();
                 return self.fail(
                     iteration,
                     Failure {
                         gate: "gradient",
-                        detail: format!("non-finite gradient in region {region}"),
+                        detail,
                         sample: None,
                     },
                     sink,
                 );
             }
-            let mut record = json!({"region": region, "grad_norm": num(norm), "max_abs": num(max_abs), "finite": true});
-            let last = self.last_update.get(&region).copied();
-            let (verdict, reason, scale) = if profile.frozen {
-                ("reject", Some("frozen".to_string()), 0.0)
-            } else if let Some(l) = last.filter(|l| iteration - l < profile.every) {
-                (
-                    "reject",
-                    Some(format!(
-                        "update-frequency cap: last update at iteration {l}, at most every {}",
-                        profile.every
-                    )),
-                    0.0,
-                )
-            } else {
-                match profile.max_norm {
-                    Some(bound) if norm > bound => match profile.on_excess {
-                        ExcessAction::Clip => (
-                            "clip",
-                            Some(format!("norm {norm:.4} clipped to {bound}")),
-                            bound / norm,
-                        ),
-                        ExcessAction::Reject => (
-                            "reject",
-                            Some(format!("norm {norm:.4} exceeds bound {bound}")),
-                            0.0,
-                        ),
-                    },
-                    _ => ("admit", None, 1.0),
-                }
-            };
-            record["verdict"] = json!(verdict);
-            if let Some(reason) = reason {
+            let mut record = json!({"region": region, "grad_norm": num(stats.norm),
+                "max_abs": num(stats.max_abs), "finite": true, "verdict": verdict.name()});
+            if let Some(reason) = verdict.reason() {
                 record["reason"] = json!(reason);
             }
             match verdict {
-                "admit" => verdict_counts.0 += 1,
-                "clip" => verdict_counts.1 += 1,
+                RegionVerdict::Admit => verdict_counts.0 += 1,
+                RegionVerdict::Clip { .. } => verdict_counts.1 += 1,
                 _ => verdict_counts.2 += 1,
             }
-            if verdict != "reject" {
+            if let Some(scale) = verdict.scale() {
                 record["scale"] = num(scale);
                 for (name, grad) in grads {
                     let grad = if scale < 1.0 {
@@ -935,32 +875,9 @@ impl Trainer {
         if iteration % request.every != 0 {
             return Ok(Value::Null);
         }
-        let rule = &self.policy.source.eval;
-        let mut refusals = Vec::new();
-        for source in &request.sources {
-            if !rule.sources.contains(source) {
-                refusals.push(format!("source {source} is not authorized for evaluation"));
-            } else if !self.held_out.contains_key(source) {
-                refusals.push(format!(
-                    "source {source} is not an admitted held-out source"
-                ));
-            }
-        }
-        for probe in &request.probes {
-            if !rule.probes.contains(probe) {
-                refusals.push(format!("probe {probe} is not authorized"));
-            }
-        }
-        if let Some(last) = self.last_eval {
-            if iteration - last < rule.min_interval {
-                refusals.push(format!(
-                    "last evaluation at iteration {last}; at most every {} iterations",
-                    rule.min_interval
-                ));
-            }
-        }
+        let verdict = self.gates().evaluation(&request, iteration, self.last_eval);
         let requested = json!({"sources": request.sources, "probes": request.probes});
-        if !refusals.is_empty() {
+        if let Err(refusals) = verdict {
             self.counts.evals_refused += 1;
             return Ok(json!({"refused": refusals, "requested": requested}));
         }
