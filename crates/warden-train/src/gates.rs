@@ -8,7 +8,7 @@
 
 use crate::config::EvalRequest;
 use crate::data::{AdmissionIndex, PoolSample};
-use crate::policy::{ExcessAction, ResolvedPolicy};
+use crate::policy::{ExcessAction, MemorizationAction, ResolvedPolicy};
 
 /// The data gate's decision about one sample.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,6 +131,21 @@ impl Admissibility<'_> {
                 "class {} has depth {:?}, which the policy does not define",
                 source.class, source.depth
             )),
+        }
+    }
+
+    /// What a detected (memorized) contribution keeps: the weight of its loss terms and the
+    /// action's name. `reject` keeps nothing; `clip` keeps the policy's sensitivity weight.
+    pub fn memorization(&self) -> (f64, &'static str) {
+        match self
+            .policy
+            .source
+            .memorization
+            .as_ref()
+            .map(|r| (r.action, r.weight))
+        {
+            Some((MemorizationAction::Clip, weight)) => (weight, "clip"),
+            _ => (0.0, "reject"),
         }
     }
 
@@ -343,6 +358,29 @@ min_interval = 5
         assert!(
             matches!(gate.sample(&sample("h")), SampleVerdict::Fail(r) if r.contains("held-out source held"))
         );
+    }
+
+    #[test]
+    fn detected_contributions_keep_the_policy_weight() {
+        let (corpus, mut policy) = fixture();
+        let gate = Admissibility {
+            policy: &policy,
+            corpus: &corpus,
+        };
+        assert_eq!(gate.memorization(), (0.0, "reject"));
+        policy.source.memorization = Some(crate::policy::MemorizationRule {
+            ngram: 8,
+            window: 4,
+            threshold: 0.0,
+            loss_ratio: 0.0,
+            action: MemorizationAction::Clip,
+            weight: 0.25,
+        });
+        let gate = Admissibility {
+            policy: &policy,
+            corpus: &corpus,
+        };
+        assert_eq!(gate.memorization(), (0.25, "clip"));
     }
 
     #[test]

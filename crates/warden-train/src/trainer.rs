@@ -31,7 +31,7 @@ use crate::gates::{Admissibility, RegionStats, RegionVerdict, SampleVerdict};
 use crate::io;
 use crate::model::{encode, mean_over, region_of, Gpt};
 use crate::optim::{AdamW, Moments};
-use crate::policy::{FailureMode, LineageCadence, MemorizationAction, ResolvedPolicy};
+use crate::policy::{FailureMode, LineageCadence, ResolvedPolicy};
 use crate::TrainError;
 
 /// Where records go: the signed lineage in production, a vector in unit tests.
@@ -509,13 +509,9 @@ impl Trainer {
                 findings.push(finding);
             }
         }
-        let rule = self.policy.source.memorization.clone();
+        let (kept, action) = self.gates().memorization();
         let apply = |entries: &mut Vec<Entry>, finding: &Finding| {
             let entry = &mut entries[finding.sample];
-            let kept = match rule.as_ref().map(|r| (r.action, r.weight)) {
-                Some((MemorizationAction::Clip, w)) => w,
-                _ => 0.0,
-            };
             if finding.spans.is_empty() {
                 entry.weight = entry.weight.min(kept);
             } else {
@@ -803,10 +799,7 @@ impl Trainer {
                 "sample": f.sample, "detector": f.detector, "score": num(f.score),
                 "scope": if f.spans.is_empty() { "sample" } else { "spans" },
                 "spans": f.spans,
-                "action": match rule.as_ref().map(|r| r.action) {
-                    Some(MemorizationAction::Clip) => "clip",
-                    _ => "reject",
-                },
+                "action": action,
             })).collect::<Vec<_>>(),
             "regions": region_records,
             "evaluation": evaluation,
