@@ -366,6 +366,7 @@ fn sigkill_mid_training_then_resume_and_the_lineage_verifies() {
 fn resume_under_a_new_policy_records_a_versioned_transition() {
     let f = Fixture::new();
     assert!(f.train("config.toml", "run").status.success());
+    let v1_text = std::fs::read_to_string(f.path("run/policy.toml")).unwrap();
     std::fs::write(
         f.path("policy-v2.toml"),
         "version = \"train-v2\"\nfailure = \"halt\"\ncheckpoint_every = 3\n\n[[regions]]\nmatch = \"embed\"\nfrozen = true\n",
@@ -408,6 +409,10 @@ fn resume_under_a_new_policy_records_a_versioned_transition() {
         .iter()
         .all(|r| r.record.policy_version.as_deref() == Some("train-v2")));
     f.verify("run");
+
+    // A kill between the transition record and the replacement of policy.toml leaves the old
+    // file behind; the lineage is authoritative, so the next resume finishes the switch.
+    std::fs::write(f.path("run/policy.toml"), &v1_text).unwrap();
 
     // A later plain resume stays under train-v2, and the run remembers both versions.
     let out = f.warden(&[

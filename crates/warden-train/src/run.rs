@@ -156,6 +156,31 @@ fn last_recorded_iteration(lineage: &Lineage) -> Result<Option<u64>, TrainError>
         .and_then(|r| r.record.payload["iteration"].as_u64()))
 }
 
+/// The (digest, text) of the policy the latest `train.transition` switched to, if any, checked
+/// against each other.
+fn last_transition_policy(lineage: &Lineage) -> Result<Option<(String, String)>, TrainError> {
+    let records = lineage.read_range(0..lineage.len()).map_err(store_err)?;
+    let Some(record) = records.iter().rev().find(|r| {
+        r.record.kind == "train.transition" && r.record.payload.get("policy_text").is_some()
+    }) else {
+        return Ok(None);
+    };
+    let payload = &record.record.payload;
+    let (Some(digest), Some(text)) = (
+        payload["policy_digest"].as_str(),
+        payload["policy_text"].as_str(),
+    ) else {
+        return Ok(None);
+    };
+    if hex::encode(Sha256::digest(text.as_bytes())) != digest {
+        return Err(TrainError::Config(format!(
+            "lineage record {}: train.transition policy text does not match its digest",
+            record.record.seq
+        )));
+    }
+    Ok(Some((digest.to_string(), text.to_string())))
+}
+
 /// `warden train resume RUN_DIR [--policy NEW]`: continues from the latest checkpoint (also
 /// after a kill at any moment), recording a versioned `train.transition`.
 pub fn resume(
@@ -177,8 +202,18 @@ pub fn resume(
         .map(PathBuf::from)
         .ok_or_else(|| TrainError::Config(format!("{}: no lineage path", run_json.display())))?;
     let policy_path = run_dir.join("policy.toml");
-    let current_text =
+    let lineage =
+        Lineage::open_or_create(&lineage_dir, store_options("warden-train")).map_err(store_err)?;
+    let mut current_text =
         std::fs::read_to_string(&policy_path).map_err(|e| io_err(&policy_path, e))?;
+    // A kill between a `train.transition` record and the replacement of policy.toml leaves the
+    // old file behind: the lineage is authoritative, so finish the switch from the record.
+    if let Some(recorded) = last_transition_policy(&lineage)? {
+        if hex::encode(Sha256::digest(current_text.as_bytes())) != recorded.0 {
+            atomic_write(&policy_path, recorded.1.as_bytes())?;
+            current_text = recorded.1;
+        }
+    }
     let current = TrainingPolicy::parse(&current_text, &policy_path.display().to_string())?;
     let mut trainer = prepare_trainer(config, run_dir, trust)?;
     // The policy in force first (it decides which detectors exist), then their saved state.
@@ -202,8 +237,6 @@ pub fn resume(
     if let Some(steps) = steps {
         trainer.config.steps = steps;
     }
-    let lineage =
-        Lineage::open_or_create(&lineage_dir, store_options("warden-train")).map_err(store_err)?;
     let repaired = lineage.open_report().repaired.len();
     let last = last_recorded_iteration(&lineage)?;
     let mut sink = LineageSink {
@@ -223,6 +256,7 @@ pub fn resume(
         trainer.set_policy(policy.clone())?;
         payload["policy_to"] = json!(policy.version);
         payload["policy_digest"] = json!(hex::encode(Sha256::digest(text.as_bytes())));
+        payload["policy_text"] = json!(text);
     }
     let version = trainer.policy().version().to_string();
     sink.append("train.transition", payload, &version)?;
