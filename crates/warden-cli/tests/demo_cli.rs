@@ -37,7 +37,17 @@ fn demo_runs_the_pipeline_and_its_lineage_verifies() {
         "a few hundred records, got {}",
         records.len()
     );
-    for kind in ["key", "note", "deploy.heartbeat"] {
+    for kind in [
+        "key",
+        "note",
+        "deploy.heartbeat",
+        "corpus.admission",
+        "policy.admission",
+        "policy.rejection",
+        "train.start",
+        "train.iteration",
+        "train.complete",
+    ] {
         assert!(
             records.iter().any(|r| r.record.kind == kind),
             "no {kind} record"

@@ -85,7 +85,8 @@ impl Role {
 
 impl fmt::Display for Role {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        // `pad` so width and alignment flags work in tables.
+        f.pad(self.as_str())
     }
 }
 

@@ -24,15 +24,15 @@ pub struct DemoArgs {
     pub dir: PathBuf,
 }
 
-/// The demo's keys, one per role.
+/// The demo's signing keys for the stages that follow the spine. (The deployment authority's
+/// key signs only spine records here; its file is in `key_paths`.)
 pub struct DemoKeys {
     pub corpus: Arc<SigningKey>,
     pub training: Arc<SigningKey>,
     pub policy: Arc<SigningKey>,
-    pub deployment: Arc<SigningKey>,
 }
 
-/// Paths of the private key files, same fields as [`DemoKeys`].
+/// Paths of the private key files, one per role.
 pub struct DemoKeyPaths {
     pub corpus: PathBuf,
     pub training: PathBuf,
@@ -109,6 +109,17 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     for (kind, n) in &verified.kinds {
         println!("  {kind:<24} {n:>6}");
     }
+    let paths = &ctx.key_paths;
+    println!("\nkeys (private, 0600; public next to each as .pub):");
+    for (role, path) in [
+        (Role::CorpusAuthority, &paths.corpus),
+        (Role::TrainingAuthority, &paths.training),
+        (Role::PolicyAuthority, &paths.policy),
+        (Role::DeploymentAuthority, &paths.deployment),
+    ] {
+        println!("  {role:<21} {}", path.display());
+    }
+    println!("trust file: {}", ctx.trust_path.display());
     println!(
         "\ndone in {:.1} s. Try: warden lineage verify {} | warden lineage show {} --range 0..10",
         started.elapsed().as_secs_f64(),
@@ -231,7 +242,6 @@ fn lineage_stage(dir: &Path) -> anyhow::Result<DemoContext> {
             corpus,
             training,
             policy,
-            deployment,
         },
         key_paths: DemoKeyPaths {
             corpus: corpus_path,
