@@ -3,7 +3,7 @@
 //! Parsing is "parse, don't validate": [`Declaration::parse`] returns a value whose ids, classes,
 //! formats, license expressions, regexes and blocklist hashes have all been checked, and every
 //! error names the file, the line and the field (`corpus.toml:14: source `news` field `license`:
-//! ...`). The format is documented with a complete example in `docs/readme-corpus.md`.
+//! ...`). The format is documented with a complete example in README.md ("The declaration").
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

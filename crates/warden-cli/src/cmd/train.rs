@@ -20,7 +20,7 @@ use warden_train::trainer::{GateCounts, Outcome, Trainer};
 pub struct TrainArgs {
     #[command(subcommand)]
     pub command: Option<TrainCommand>,
-    /// Training config (TOML: corpus, model, optimizer, seed, policy; see docs/readme-train.md).
+    /// Training config (TOML: corpus, model, optimizer, seed, policy; see README.md "Governed training").
     #[arg(required = true)]
     pub config: Option<PathBuf>,
     /// Run directory to create (model, checkpoints, lineage, manifest).
