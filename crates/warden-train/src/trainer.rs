@@ -207,6 +207,23 @@ fn window_of<'a>(pool: &'a [PoolSample], entry: &Entry) -> &'a [u8] {
     &pool[entry.pool_idx].text.as_bytes()[entry.offset..entry.offset + entry.len]
 }
 
+/// The detectors' view of the batch entries at `indices` (a free function so the caller can
+/// hold it while borrowing `self.detectors` mutably).
+fn candidates<'a>(
+    pool: &'a [PoolSample],
+    entries: &'a [Entry],
+    indices: &[usize],
+) -> Vec<Candidate<'a>> {
+    indices
+        .iter()
+        .map(|&i| Candidate {
+            id: entries[i].pool_idx as u64,
+            class: &entries[i].class,
+            text: pool[entries[i].pool_idx].text.as_bytes(),
+        })
+        .collect()
+}
+
 fn hex32(bytes: &[u8; 32]) -> String {
     hex::encode(bytes)
 }
@@ -492,14 +509,7 @@ impl Trainer {
             .filter(|&i| entries[i].depth.is_some())
             .collect();
         if !self.detectors.is_empty() {
-            let candidates: Vec<Candidate<'_>> = admitted
-                .iter()
-                .map(|&i| Candidate {
-                    id: entries[i].pool_idx as u64,
-                    class: &entries[i].class,
-                    text: self.pool[entries[i].pool_idx].text.as_bytes(),
-                })
-                .collect();
+            let candidates = candidates(&self.pool, &entries, &admitted);
             let mut found = Vec::new();
             for detector in &mut self.detectors {
                 found.extend(detector.scan_text(&candidates));
@@ -584,14 +594,7 @@ impl Trainer {
             // Memorization, loss side.
             let t = Instant::now();
             if !self.detectors.is_empty() {
-                let candidates: Vec<Candidate<'_>> = members
-                    .iter()
-                    .map(|&i| Candidate {
-                        id: entries[i].pool_idx as u64,
-                        class: &entries[i].class,
-                        text: self.pool[entries[i].pool_idx].text.as_bytes(),
-                    })
-                    .collect();
+                let candidates = candidates(&self.pool, &entries, members);
                 let mut found = Vec::new();
                 for detector in &mut self.detectors {
                     found.extend(detector.scan_losses(&candidates, &losses));
@@ -815,14 +818,7 @@ impl Trainer {
             .filter(|&i| entries[i].weight > 0.0)
             .collect();
         if !self.detectors.is_empty() {
-            let candidates: Vec<Candidate<'_>> = trained
-                .iter()
-                .map(|&i| Candidate {
-                    id: entries[i].pool_idx as u64,
-                    class: &entries[i].class,
-                    text: self.pool[entries[i].pool_idx].text.as_bytes(),
-                })
-                .collect();
+            let candidates = candidates(&self.pool, &entries, &trained);
             let losses: Vec<f32> = trained.iter().map(|i| per_sample_loss[i]).collect();
             for detector in &mut self.detectors {
                 detector.observe_losses(&candidates, &losses);
