@@ -82,12 +82,43 @@ impl ModelConfig {
         regions
     }
 
+    /// Where a routed pass may stop the gradient for a depth admitted to `admitted` regions:
+    /// the data flows through nothing trainable for that depth before its earliest admitted
+    /// region, so backward need not go further (see [`GradientStop`]).
+    pub fn gradient_stop(&self, admitted: &[String]) -> GradientStop {
+        let order = self.regions();
+        let first = admitted
+            .iter()
+            .filter_map(|r| order.iter().position(|o| o == r))
+            .min();
+        match first {
+            None | Some(0) => GradientStop::None,
+            Some(k) if k > 4 * self.layers => GradientStop::BeforeFinalNorm,
+            Some(k) => GradientStop::BeforeLayer((k - 1) / 4),
+        }
+    }
+
     pub fn n_parameters(&self) -> usize {
         self.parameter_shapes()
             .values()
             .map(|s| s.iter().product::<usize>())
             .sum()
     }
+}
+
+/// Where the residual stream is detached in a routed forward pass. Gradient routing only reads
+/// the gradients of a depth's admitted regions; stopping the gradient just before the earliest
+/// of them leaves those gradients unchanged and skips the backward pass through everything
+/// earlier (for a `shallow` depth: all layers and the embedding). Regions between the stop and
+/// a later admitted region may receive gradients; the trainer never reads them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GradientStop {
+    /// Full backward (the depth may update the embedding).
+    None,
+    /// Detach the residual stream entering layer `i`.
+    BeforeLayer(usize),
+    /// Detach the residual stream entering the final norm.
+    BeforeFinalNorm,
 }
 
 /// The region a parameter belongs to: its name without the last component
@@ -234,6 +265,12 @@ impl Gpt {
 
     /// Logits `[batch, time, 256]` for token ids `[batch, time]` (u32, time ≤ context).
     pub fn forward(&self, ids: &Tensor) -> Result<Tensor, TrainError> {
+        self.forward_routed(ids, GradientStop::None)
+    }
+
+    /// [`Gpt::forward`] with the residual stream detached at `stop` (same values, fewer
+    /// gradients: see [`GradientStop`]).
+    pub fn forward_routed(&self, ids: &Tensor, stop: GradientStop) -> Result<Tensor, TrainError> {
         let (b, t) = ids.dims2()?;
         if t > self.config.context {
             return Err(TrainError::Internal(format!(
@@ -253,6 +290,9 @@ impl Gpt {
         let mask = self.causal_mask.narrow(0, 0, t)?.narrow(1, 0, t)?;
         let scale = 1.0 / (dh as f64).sqrt();
         for i in 0..self.config.layers {
+            if stop == GradientStop::BeforeLayer(i) {
+                h = h.detach();
+            }
             let a = self.layer_norm(&h, &format!("layer{i}.norm1"))?;
             let split = |w: &str| -> Result<Tensor, TrainError> {
                 Ok(
@@ -288,6 +328,9 @@ impl Gpt {
                 .broadcast_add(self.var(&format!("layer{i}.ffn.b2"))?)?;
             h = (h + f)?;
         }
+        if stop == GradientStop::BeforeFinalNorm {
+            h = h.detach();
+        }
         let h = self.layer_norm(&h, "final_norm")?;
         Ok(h.broadcast_matmul(self.var("head.weight")?)?
             .broadcast_add(self.var("head.bias")?)?)
@@ -306,7 +349,17 @@ impl Gpt {
 
     /// Next-byte negative log-likelihood per position, `[batch, time]`.
     pub fn token_nll(&self, inputs: &Tensor, targets: &Tensor) -> Result<Tensor, TrainError> {
-        let logits = self.forward(inputs)?;
+        self.token_nll_routed(inputs, targets, GradientStop::None)
+    }
+
+    /// [`Gpt::token_nll`] over a routed forward pass.
+    pub fn token_nll_routed(
+        &self,
+        inputs: &Tensor,
+        targets: &Tensor,
+        stop: GradientStop,
+    ) -> Result<Tensor, TrainError> {
+        let logits = self.forward_routed(inputs, stop)?;
         let max = logits.max_keepdim(D::Minus1)?.detach();
         let shifted = logits.broadcast_sub(&max)?;
         let log_sum = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
@@ -399,6 +452,72 @@ mod tests {
             assert!(values.iter().all(|v| v.is_finite()), "{name}: non-finite");
             let norm: f32 = values.iter().map(|v| v * v).sum::<f32>().sqrt();
             assert!(norm > 0.0, "{name}: zero gradient");
+        }
+    }
+
+    /// Routing stops the backward pass before a depth's earliest admitted region: the admitted
+    /// regions' gradients are bit-identical to a full pass, and nothing before the stop gets one.
+    #[test]
+    fn a_routed_pass_gives_the_admitted_regions_the_same_gradients() {
+        let config = tiny();
+        let model = Gpt::new(&config, 5).unwrap();
+        let batch = encode(&[b"routing keeps gradients", b"exactly where allowed"], 12).unwrap();
+        let grads_with = |stop| {
+            let nll = model
+                .token_nll_routed(&batch.inputs, &batch.targets, stop)
+                .unwrap();
+            mean_over(&nll, &batch.mask, &batch.mask)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap()
+        };
+        let full = grads_with(GradientStop::None);
+        let shallow = vec!["head".to_string(), "final_norm".to_string()];
+        let layer1 = vec!["layer1.ffn".to_string(), "head".to_string()];
+        assert_eq!(
+            config.gradient_stop(&shallow),
+            GradientStop::BeforeFinalNorm
+        );
+        assert_eq!(config.gradient_stop(&layer1), GradientStop::BeforeLayer(1));
+        assert_eq!(
+            config.gradient_stop(&["embed".to_string(), "head".to_string()]),
+            GradientStop::None
+        );
+        for admitted in [shallow, layer1] {
+            let stop = config.gradient_stop(&admitted);
+            let routed = grads_with(stop);
+            for (name, var) in model.vars() {
+                let region = region_of(name).to_string();
+                let got = routed.get(var.as_tensor());
+                if admitted.contains(&region) {
+                    let a = full
+                        .get(var.as_tensor())
+                        .unwrap()
+                        .flatten_all()
+                        .unwrap()
+                        .to_vec1::<f32>()
+                        .unwrap();
+                    let b = got
+                        .unwrap()
+                        .flatten_all()
+                        .unwrap()
+                        .to_vec1::<f32>()
+                        .unwrap();
+                    assert_eq!(
+                        a, b,
+                        "{name}: admitted region's gradient changed under {stop:?}"
+                    );
+                } else if region == "embed"
+                    || (stop == GradientStop::BeforeLayer(1) && name.starts_with("layer0."))
+                {
+                    assert!(
+                        got.is_none(),
+                        "{name}: received a gradient before the stop {stop:?}"
+                    );
+                }
+            }
         }
     }
 

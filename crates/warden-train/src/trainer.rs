@@ -559,7 +559,15 @@ impl Trainer {
                 .collect();
             let batch = encode(&windows, self.config.model.context)?;
             n_tokens += batch.n_tokens;
-            let nll = self.model.token_nll(&batch.inputs, &batch.targets)?;
+            // Only this depth's admitted regions are read from the gradients below, so the
+            // backward pass stops before the earliest of them.
+            let stop = self
+                .config
+                .model
+                .gradient_stop(&self.policy.depths[depth].regions);
+            let nll = self
+                .model
+                .token_nll_routed(&batch.inputs, &batch.targets, stop)?;
             let losses_t = mean_over(&nll, &batch.mask, &batch.mask)?;
             let losses: Vec<f32> = losses_t.to_vec1()?;
             // Token weights: detected spans (exact repeats) keep only `span_weight`.

@@ -417,11 +417,17 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         100.0 * t.governance().as_secs_f64() / report.ungoverned.as_secs_f64().max(1e-12)
     );
     println!(
-        "gradient routing: {:.2} forward/backward passes per step (one per depth group): {:.2} ms/step vs {:.2} ms/step for one ungoverned pass over the whole batch",
+        "gradient routing: {:.2} forward/backward passes per step (one per depth group, each stopping its backward pass before its earliest admitted region): {:.2} ms/step vs {:.2} ms/step for one ungoverned pass over the whole batch",
         report.groups_per_step,
         ms(t.forward_backward, n),
         ms(report.baseline.forward_backward, n)
     );
+    if report.groups_per_step > 1.0 {
+        println!(
+            "  (routing does less backward work than the ungoverned pass for depths that may not reach early regions; \
+             --single-depth compares without that saving)"
+        );
+    }
     lineage.close()?;
     Ok(())
 }
