@@ -114,6 +114,10 @@ fn reporter(bar: &ProgressBar) -> impl FnMut(&Trainer, &Outcome) + '_ {
     let started = std::time::Instant::now();
     let mut tokens = 0usize;
     move |trainer: &Trainer, outcome: &Outcome| {
+        // The run's length is known once its config is loaded (a resume may change it).
+        if bar.length() == Some(0) {
+            bar.set_length(trainer.config.steps);
+        }
         if let Outcome::Admitted { tokens: t, .. } = outcome {
             tokens += t;
         }
@@ -167,19 +171,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             let (key, trust) = load_authority(&authority)?;
             let bar = progress_bar(steps.unwrap_or(0));
             let mut report = reporter(&bar);
-            let result = run::resume(
-                &run_dir,
-                policy.as_deref(),
-                key,
-                &trust,
-                steps,
-                &mut |t, o| {
-                    if bar.length() == Some(0) {
-                        bar.set_length(t.config.steps);
-                    }
-                    report(t, o)
-                },
-            );
+            let result = run::resume(&run_dir, policy.as_deref(), key, &trust, steps, &mut report);
             bar.finish_and_clear();
             result?
         }
@@ -195,12 +187,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
                 key,
                 &trust,
                 args.lineage.as_deref(),
-                &mut |t, o| {
-                    if bar.length() == Some(0) {
-                        bar.set_length(t.config.steps);
-                    }
-                    report(t, o)
-                },
+                &mut report,
             );
             bar.finish_and_clear();
             result?
