@@ -1,7 +1,6 @@
 //! Durable files of a run: safetensors encoding, atomic writes, parameter digests.
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
@@ -16,30 +15,13 @@ fn io_error(path: &Path, err: std::io::Error) -> TrainError {
     }
 }
 
-/// Writes `bytes` to `path` durably: temporary file in the same directory, fsync, rename, fsync
-/// of the directory. A reader sees the old file or the new one, never a torn one.
+/// Writes `bytes` to `path` durably (temporary file, fsync, rename, directory fsync): the one
+/// implementation in `warden_store::fs`, with the error mapped to this crate's.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .ok_or_else(|| io_error(path, std::io::Error::other("no file name")))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let mut file = std::fs::File::create(&tmp).map_err(|e| io_error(&tmp, e))?;
-    file.write_all(bytes).map_err(|e| io_error(&tmp, e))?;
-    file.sync_all().map_err(|e| io_error(&tmp, e))?;
-    drop(file);
-    std::fs::rename(&tmp, path).map_err(|e| io_error(path, e))?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        d.sync_all().map_err(|e| io_error(dir, e))?;
-    }
-    Ok(())
+    warden_store::fs::atomic_write(path, bytes).map_err(|e| TrainError::Io {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })
 }
 
 pub fn read(path: &Path) -> Result<Vec<u8>, TrainError> {
@@ -48,6 +30,10 @@ pub fn read(path: &Path) -> Result<Vec<u8>, TrainError> {
 
 /// Encodes f32 tensors as safetensors (names sorted, header padded to 8 bytes) with optional
 /// string metadata. One encoder, so the same parameters always give the same bytes.
+///
+/// Written here rather than with `safetensors::serialize` because that crate keeps
+/// `__metadata__` in a `HashMap` and writes it in iteration order, so two identical checkpoints
+/// would differ byte for byte; reading uses the crate (and candle) as is.
 pub fn safetensors_bytes(
     tensors: &BTreeMap<String, Tensor>,
     metadata: &BTreeMap<String, String>,
@@ -93,16 +79,13 @@ pub fn read_safetensors(bytes: &[u8], origin: &str) -> Result<(Tensors, Metadata
     let bad = |reason: String| TrainError::Checkpoint(format!("{origin}: {reason}"));
     let tensors = candle_core::safetensors::load_buffer(bytes, &Device::Cpu)
         .map_err(|e| bad(e.to_string()))?;
-    let header_len = bytes
-        .get(..8)
-        .and_then(|b| <[u8; 8]>::try_from(b).ok())
-        .map(u64::from_le_bytes)
-        .ok_or_else(|| bad("truncated header".into()))?;
-    let header: serde_json::Value = bytes
-        .get(8..8usize.saturating_add(header_len as usize))
-        .and_then(|h| serde_json::from_slice(h).ok())
-        .ok_or_else(|| bad("unreadable header".into()))?;
-    let metadata = serde_json::from_value(header["__metadata__"].clone()).unwrap_or_default();
+    let (_, header) =
+        safetensors::SafeTensors::read_metadata(bytes).map_err(|e| bad(e.to_string()))?;
+    let metadata = header
+        .metadata()
+        .as_ref()
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default();
     Ok((tensors.into_iter().collect(), metadata))
 }
 

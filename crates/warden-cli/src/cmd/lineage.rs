@@ -366,7 +366,17 @@ fn crash_bench(tmp: &Path, kills: u32) -> anyhow::Result<()> {
 }
 
 pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
-    let tmp = tempfile_dir(args.dir)?;
+    // Removed when dropped, also when a measurement fails half-way.
+    let scratch = match &args.dir {
+        Some(base) => tempfile::Builder::new()
+            .prefix("warden-bench-lineage-")
+            .tempdir_in(base),
+        None => tempfile::Builder::new()
+            .prefix("warden-bench-lineage-")
+            .tempdir(),
+    }
+    .context("creating a scratch directory")?;
+    let tmp = scratch.path().to_path_buf();
     let key = Arc::new(SigningKey::generate(Role::TrainingAuthority, "bench")?);
     let mut trust = TrustStore::new();
     trust.add(Role::TrainingAuthority, key.public().clone());
@@ -483,16 +493,5 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
     if args.kills > 0 {
         crash_bench(&tmp, args.kills)?;
     }
-    let _ = std::fs::remove_dir_all(&tmp);
     Ok(())
-}
-
-fn tempfile_dir(dir: Option<PathBuf>) -> anyhow::Result<PathBuf> {
-    let base = dir.unwrap_or_else(std::env::temp_dir);
-    let path = base.join(format!("warden-bench-lineage-{}", std::process::id()));
-    if path.exists() {
-        std::fs::remove_dir_all(&path).with_context(|| path.display().to_string())?;
-    }
-    std::fs::create_dir_all(&path).with_context(|| path.display().to_string())?;
-    Ok(path)
 }

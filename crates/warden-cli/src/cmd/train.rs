@@ -197,6 +197,23 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The model and batch shape both training benchmarks use.
+#[derive(Args)]
+pub struct BenchShape {
+    /// Decoder layers.
+    #[arg(long, default_value_t = 2)]
+    pub layers: usize,
+    /// Model width.
+    #[arg(long, default_value_t = 64)]
+    pub width: usize,
+    /// Samples per batch.
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    /// Bytes per sample window.
+    #[arg(long, default_value_t = 64)]
+    pub context: usize,
+}
+
 #[derive(Args)]
 pub struct BenchArgs {
     /// Iterations measured (each one runs governed and ungoverned on the same batch).
@@ -205,14 +222,8 @@ pub struct BenchArgs {
     /// Synthetic corpus scale (1.0 is about 4 MB).
     #[arg(long, default_value_t = 0.05)]
     pub scale: f64,
-    #[arg(long, default_value_t = 2)]
-    pub layers: usize,
-    #[arg(long, default_value_t = 64)]
-    pub width: usize,
-    #[arg(long, default_value_t = 16)]
-    pub batch: usize,
-    #[arg(long, default_value_t = 64)]
-    pub context: usize,
+    #[command(flatten)]
+    pub shape: BenchShape,
     /// Train every class at depth `deep` (one forward/backward per step: no routing split).
     #[arg(long)]
     pub single_depth: bool,
@@ -226,14 +237,8 @@ pub struct MemorizationArgs {
     /// Synthetic corpus scale (canaries do not scale, so smaller corpora repeat them more).
     #[arg(long, default_value_t = 0.1)]
     pub scale: f64,
-    #[arg(long, default_value_t = 2)]
-    pub layers: usize,
-    #[arg(long, default_value_t = 64)]
-    pub width: usize,
-    #[arg(long, default_value_t = 16)]
-    pub batch: usize,
-    #[arg(long, default_value_t = 64)]
-    pub context: usize,
+    #[command(flatten)]
+    pub shape: BenchShape,
     /// Exact-repeat n-gram length (bytes) of the governed run's detector.
     #[arg(long, default_value_t = 40)]
     pub ngram: usize,
@@ -245,24 +250,12 @@ pub struct MemorizationArgs {
     pub candidates: usize,
 }
 
-/// A scratch directory removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> anyhow::Result<Scratch> {
-        let dir = std::env::temp_dir().join(format!("warden-{name}-{}", std::process::id()));
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir).with_context(|| dir.display().to_string())?;
-        }
-        std::fs::create_dir_all(&dir).with_context(|| dir.display().to_string())?;
-        Ok(Scratch(dir))
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A scratch directory, removed when dropped (also when a benchmark fails half-way).
+fn scratch(name: &str) -> anyhow::Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix(&format!("warden-{name}-"))
+        .tempdir()
+        .context("creating a scratch directory")
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -325,19 +318,19 @@ fn ms(d: Duration, steps: u64) -> f64 {
 }
 
 pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
-    let scratch = Scratch::new("bench-train")?;
+    let scratch = scratch("bench-train")?;
     println!(
         "preparing: synthetic corpus (scale {}), admission",
         args.scale
     );
-    let (corpus, _, _) = bench::synthetic_corpus(&scratch.0, args.scale)?;
+    let (corpus, _, _) = bench::synthetic_corpus(scratch.path(), args.scale)?;
     let mut config = bench_config(
-        &scratch.0.join("admitted"),
+        &scratch.path().join("admitted"),
         args.steps + 3,
-        args.layers,
-        args.width,
-        args.batch,
-        args.context,
+        args.shape.layers,
+        args.shape.width,
+        args.shape.batch,
+        args.shape.context,
         3e-3,
         Some((40, 1024)),
     )?;
@@ -353,7 +346,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         "bench-trainer",
     )?);
     let lineage = warden_store::Lineage::create(
-        &scratch.0.join("lineage"),
+        &scratch.path().join("lineage"),
         warden_store::StoreOptions::new("bench-train").with_cadence(
             warden_store::Cadence::Window {
                 records: 1 << 20,
@@ -367,7 +360,12 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
     };
     println!(
         "measuring: {} steps, batch {} x {} bytes, model {} layers x {} wide ({} parameters)",
-        args.steps, args.batch, args.context, args.layers, args.width, n_params
+        args.steps,
+        args.shape.batch,
+        args.shape.context,
+        args.shape.layers,
+        args.shape.width,
+        n_params
     );
     let report = bench::overhead(config, corpus, &mut sink, 3, args.steps)?;
     let n = report.steps;
@@ -420,13 +418,13 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
 }
 
 pub fn bench_memorization(args: MemorizationArgs) -> anyhow::Result<()> {
-    let scratch = Scratch::new("bench-memorization")?;
+    let scratch = scratch("bench-memorization")?;
     println!(
         "preparing: synthetic corpus (scale {}), admission",
         args.scale
     );
-    let (corpus, canaries, _) = bench::synthetic_corpus(&scratch.0, args.scale)?;
-    let admitted = scratch.0.join("admitted");
+    let (corpus, canaries, _) = bench::synthetic_corpus(scratch.path(), args.scale)?;
+    let admitted = scratch.path().join("admitted");
     let mut rows = Vec::new();
     for (label, memorization) in [
         ("ungoverned", None),
@@ -435,10 +433,10 @@ pub fn bench_memorization(args: MemorizationArgs) -> anyhow::Result<()> {
         let config = bench_config(
             &admitted,
             args.steps,
-            args.layers,
-            args.width,
-            args.batch,
-            args.context,
+            args.shape.layers,
+            args.shape.width,
+            args.shape.batch,
+            args.shape.context,
             3e-3,
             memorization,
         )?;
@@ -471,7 +469,7 @@ pub fn bench_memorization(args: MemorizationArgs) -> anyhow::Result<()> {
     );
     let repeats: std::collections::HashMap<String, u32> =
         serde_json::from_slice::<Vec<serde_json::Value>>(&std::fs::read(
-            scratch.0.join("synth/canaries.json"),
+            scratch.path().join("synth/canaries.json"),
         )?)?
         .iter()
         .filter_map(|c| {
