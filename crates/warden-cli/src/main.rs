@@ -1,5 +1,7 @@
 //! `warden`: the command-line front of Warden. Thin: parses flags, calls the library crates.
 
+#[macro_use]
+mod out;
 mod cmd;
 
 use clap::{Parser, Subcommand};
@@ -59,9 +61,23 @@ fn main() -> std::process::ExitCode {
         Command::Train(args) => cmd::train::run(args),
         Command::Bench { what } => cmd::bench::run(what),
     };
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(err) => {
+    // A closed stdout (`| head`) is not an error of the command: its work is done (see `out`).
+    let broken_pipe = |err: &anyhow::Error| {
+        err.chain().any(|cause| {
+            cause
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+        })
+    };
+    match (result, out::failure()) {
+        (Err(err), _) if broken_pipe(&err) => std::process::ExitCode::from(141),
+        (Ok(()), None) => std::process::ExitCode::SUCCESS,
+        (Ok(()), Some(std::io::ErrorKind::BrokenPipe)) => std::process::ExitCode::from(141),
+        (Ok(()), Some(kind)) => {
+            eprintln!("error: writing to stdout: {}", std::io::Error::from(kind));
+            std::process::ExitCode::FAILURE
+        }
+        (Err(err), _) => {
             eprintln!("error: {}", error_chain(&err));
             std::process::ExitCode::FAILURE
         }

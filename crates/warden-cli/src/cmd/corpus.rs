@@ -1,7 +1,6 @@
 //! `warden corpus …` (admit, verify, prove, synth), `warden bench corpus`, and the demo's corpus
 //! stage. Thin: flags and printing; the work is in `warden-corpus`.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -95,7 +94,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
                 // Measured right after admission: the lineage append below is not included.
                 let secs = admission.elapsed.as_secs_f64();
                 let t = &admission.body.totals;
-                println!(
+                outln!(
                     "stats: bytes={} samples={} secs={secs:.4} cpu_secs={:.2} peak_rss_mb={:.1}",
                     t.bytes,
                     t.n_samples,
@@ -113,7 +112,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             )?;
             let appended = record_admission(&lineage, &admission, &key)?;
             lineage.close()?;
-            println!(
+            outln!(
                 "lineage: {ADMISSION_KIND} record {appended} in {}",
                 lineage_dir.display()
             );
@@ -146,12 +145,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             };
             // Never print a proof that does not check against the signed roots.
             verify_proof(&proof, &corpus.root(), source_root.as_ref())?;
-            // A closed pipe (`| head`) is not worth a panic: report it as an error.
-            writeln!(
-                std::io::stdout().lock(),
-                "{}",
-                serde_json::to_string_pretty(&proof)?
-            )?;
+            outln!("{}", serde_json::to_string_pretty(&proof)?);
             match &proof {
                 Proof::Inclusion { source, .. } => eprintln!(
                     "included: sample {sample} is admitted (first at source `{}` line {}); proof verified against corpus root {}",
@@ -169,7 +163,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Synth { out, seed, scale } => {
             let summary = synth::write(&out, &SynthOptions { seed, scale })?;
-            println!(
+            outln!(
                 "wrote {:.1} MB synthetic corpus to {} ({} canaries); declaration: {}",
                 summary.bytes as f64 / 1e6,
                 out.display(),
@@ -196,18 +190,24 @@ pub fn record_admission(
 
 fn print_admission(a: &Admission) {
     let b = &a.body;
-    println!(
+    outln!(
         "admitted corpus `{}` into {} in {:.2} s",
         b.name,
         a.out_dir.display(),
         a.elapsed.as_secs_f64()
     );
-    println!(
+    outln!(
         "  {:<16} {:<15} {:<22} {:>9} {:>8} {:>9} {:>10}",
-        "source", "class", "license", "decision", "samples", "flagged", "MB"
+        "source",
+        "class",
+        "license",
+        "decision",
+        "samples",
+        "flagged",
+        "MB"
     );
     for s in &b.sources {
-        println!(
+        outln!(
             "  {:<16} {:<15} {:<22} {:>9} {:>8} {:>9} {:>10.2}{}",
             s.id,
             s.class,
@@ -220,11 +220,11 @@ fn print_admission(a: &Admission) {
         );
     }
     for s in b.sources.iter().filter_map(|s| s.refusal.as_ref()) {
-        println!("  refused: {s}");
+        outln!("  refused: {s}");
     }
-    println!("  per class:");
+    outln!("  per class:");
     for c in &b.classes {
-        println!(
+        outln!(
             "    {:<15} sources {} (refused {}), samples {}, admitted {}, flagged {}{}",
             c.class,
             c.n_sources,
@@ -242,27 +242,32 @@ fn print_admission(a: &Admission) {
         );
     }
     let t = &b.totals;
-    println!(
+    outln!(
         "  excluded: {} flagged, {} malformed (all listed in {})",
         t.n_flagged,
         t.n_malformed,
         a.out_dir.join(&b.exclusions.file.file).display()
     );
     for e in a.first_exclusions.iter().take(5) {
-        println!(
+        outln!(
             "    {} ({}): source `{}` line {}, sample {}",
-            e.reason, e.detail, e.source, e.line, e.hash
+            e.reason,
+            e.detail,
+            e.source,
+            e.line,
+            e.hash
         );
     }
-    println!(
+    outln!(
         "  {} distinct admitted samples; corpus root {}",
-        t.n_unique_admitted, b.corpus_root
+        t.n_unique_admitted,
+        b.corpus_root
     );
-    println!("  declaration sha256 {}", hex::encode(a.declaration_digest));
+    outln!("  declaration sha256 {}", hex::encode(a.declaration_digest));
 }
 
 fn print_verify(r: &VerifyReport) {
-    println!(
+    outln!(
         "signature ok (signer {}), declaration sha256 {}, corpus root {} over {} samples re-derived from the index",
         r.signer,
         hex::encode(r.declaration_digest),
@@ -271,13 +276,13 @@ fn print_verify(r: &VerifyReport) {
     );
     for s in &r.sources {
         match &s.status {
-            SourceStatus::Refused => println!("  {:<16} refused at admission (not read)", s.id),
-            SourceStatus::Missing(why) => println!(
+            SourceStatus::Refused => outln!("  {:<16} refused at admission (not read)", s.id),
+            SourceStatus::Missing(why) => outln!(
                 "  {:<16} data not present ({why}): root not re-derived",
                 s.id
             ),
             SourceStatus::Unchanged { n_samples } => {
-                println!(
+                outln!(
                     "  {:<16} ok: root re-derived from {n_samples} samples",
                     s.id
                 )
@@ -285,7 +290,7 @@ fn print_verify(r: &VerifyReport) {
             SourceStatus::Changed {
                 n_changes, changes, ..
             } => {
-                println!(
+                outln!(
                     "  {:<16} CHANGED: {n_changes} samples differ from admission",
                     s.id
                 );
@@ -294,7 +299,7 @@ fn print_verify(r: &VerifyReport) {
                         (Some(f), Some(l)) => format!(" ({}:{l})", f.display()),
                         _ => String::new(),
                     };
-                    println!(
+                    outln!(
                         "    {} source `{}` line {}{at}",
                         c.kind.as_str(),
                         s.id,
@@ -416,7 +421,7 @@ fn bench_admit(
     let cpu = run.cpu_secs.map_or("n/a".to_string(), |c| {
         format!("{c:.2} s ({:.2} cores busy)", c / run.secs)
     });
-    println!(
+    outln!(
         "{:<38} {:>6.1} MB {:>8} samples {:>6.2} s {:>7.1} MB/s {:>8.0} samples/s  cpu {cpu}  peak RSS {}",
         run.label,
         run.mb,
@@ -464,7 +469,7 @@ fn bench_in(
     let key_file = base.join("bench-corpus.key");
     fs::atomic_write_private(&key_file, key.to_file_text().as_bytes())?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    println!("warden bench corpus ({cores} cores; admission = stream + SHA-256 + flaggers + 8-gram fingerprints + Merkle roots + signed outputs with fsync)");
+    outln!("warden bench corpus ({cores} cores; admission = stream + SHA-256 + flaggers + 8-gram fingerprints + Merkle roots + signed outputs with fsync)");
 
     let shakespeare = resolve_in_repo(shakespeare);
     let shakespeare = std::fs::canonicalize(&shakespeare)
@@ -496,7 +501,7 @@ fn bench_in(
                 scale: scale_for(mb),
             },
         )?;
-        println!(
+        outln!(
             "  (generated {:.0} MB synthetic corpus in {:.1} s, not timed below)",
             summary.bytes as f64 / 1e6,
             started.elapsed().as_secs_f64()
@@ -520,7 +525,7 @@ fn bench_in(
         std::fs::remove_dir_all(&dir)?;
     }
     let (small, one_thread, large) = (&runs[0], &runs[1], &runs[2]);
-    println!(
+    outln!(
         "parallel speedup at {small_mb} MB: {:.2}x ({cores} worker threads vs 1)",
         (small.mb / small.secs) / (one_thread.mb / one_thread.secs)
     );
@@ -530,14 +535,14 @@ fn bench_in(
         .filter_map(|r| r.peak_mb.map(|p| format!("{p:.0} MB at {:.0} MB", r.mb)))
         .collect();
     if peaks.is_empty() {
-        println!("peak RSS: not measurable here (/proc/self/clear_refs unavailable)");
+        outln!("peak RSS: not measurable here (/proc/self/clear_refs unavailable)");
     } else {
-        println!(
+        outln!(
             "peak RSS (bounded by fixed buffers, not corpus size): {}",
             peaks.join(", ")
         );
     }
-    println!(
+    outln!(
         "target >= 150 MB/s on 2 cores at {size_mb} MB: {:.1} MB/s ({})",
         large.mb / large.secs,
         if large.mb / large.secs >= 150.0 {
@@ -554,7 +559,7 @@ pub fn demo_stage(ctx: &mut super::demo::DemoContext) -> anyhow::Result<()> {
     super::demo::heading("corpus: synthesize, admit, verify");
     let synth_dir = ctx.dir.join("corpus-synth");
     let summary = synth::write(&synth_dir, &SynthOptions::default())?;
-    println!(
+    outln!(
         "  synthesized {:.1} MB in {} ({} canaries, repeats {:?})",
         summary.bytes as f64 / 1e6,
         synth_dir.display(),
@@ -574,7 +579,7 @@ pub fn demo_stage(ctx: &mut super::demo::DemoContext) -> anyhow::Result<()> {
     )?;
     print_admission(&admission);
     let index = record_admission(&ctx.lineage, &admission, &ctx.keys.corpus)?;
-    println!("  lineage: {ADMISSION_KIND} record {index}");
+    outln!("  lineage: {ADMISSION_KIND} record {index}");
     let report = verify(&corpus_dir, &ctx.trust)?;
     print_verify(&report);
     if !report.unchanged() {

@@ -56,7 +56,7 @@ pub struct DemoContext {
 }
 
 pub fn heading(text: &str) {
-    println!("\n== {text}");
+    outln!("\n== {text}");
 }
 
 fn prepare_dir(dir: &Path) -> anyhow::Result<()> {
@@ -84,7 +84,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let dir = args.dir;
     prepare_dir(&dir)?;
-    println!("warden demo in {}", dir.display());
+    outln!("warden demo in {}", dir.display());
 
     let mut ctx = lineage_stage(&dir)?;
     super::corpus::demo_stage(&mut ctx)?;
@@ -100,27 +100,27 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
             expect_size: Some(ctx.lineage.len()),
         },
     )?;
-    println!(
+    outln!(
         "ok: {} records, {} checkpoints, root {}",
         verified.records,
         verified.checkpoints,
         hex::encode(verified.root)
     );
     for (kind, n) in &verified.kinds {
-        println!("  {kind:<24} {n:>6}");
+        outln!("  {kind:<24} {n:>6}");
     }
     let paths = &ctx.key_paths;
-    println!("\nkeys (private, 0600; public next to each as .pub):");
+    outln!("\nkeys (private, 0600; public next to each as .pub):");
     for (role, path) in [
         (Role::CorpusAuthority, &paths.corpus),
         (Role::TrainingAuthority, &paths.training),
         (Role::PolicyAuthority, &paths.policy),
         (Role::DeploymentAuthority, &paths.deployment),
     ] {
-        println!("  {role:<21} {}", path.display());
+        outln!("  {role:<21} {}", path.display());
     }
-    println!("trust file: {}", ctx.trust_path.display());
-    println!(
+    outln!("trust file: {}", ctx.trust_path.display());
+    outln!(
         "\ndone in {:.1} s. Try: warden lineage verify {} | warden lineage show {} --range 0..10",
         started.elapsed().as_secs_f64(),
         ctx.lineage_dir.display(),
@@ -139,7 +139,7 @@ fn lineage_stage(dir: &Path) -> anyhow::Result<DemoContext> {
         let path = keys_dir.join(file);
         let key = super::key::new_key(role, &format!("demo.{role}"), &path)?;
         trust.add(role, key.public().clone());
-        println!("  {role:<21} {}  ({})", key.key_ref(), path.display());
+        outln!("  {role:<21} {}  ({})", key.key_ref(), path.display());
         Ok((Arc::new(key), path))
     };
     let (corpus, corpus_path) = make(Role::CorpusAuthority, "corpus.key")?;
@@ -148,7 +148,7 @@ fn lineage_stage(dir: &Path) -> anyhow::Result<DemoContext> {
     let (deployment, deployment_path) = make(Role::DeploymentAuthority, "deployment.key")?;
     let trust_path = dir.join("trust.toml");
     fs::atomic_write(&trust_path, trust.to_toml().as_bytes())?;
-    println!("  trust file: {}", trust_path.display());
+    outln!("  trust file: {}", trust_path.display());
 
     heading("lineage: append, checkpoint, verify, prove");
     let lineage_dir = dir.join("lineage");
@@ -195,7 +195,7 @@ fn lineage_stage(dir: &Path) -> anyhow::Result<DemoContext> {
     }
     lineage.checkpoint()?;
     let n = lineage.len();
-    println!("  appended {n} records (kinds: key, note, deploy.heartbeat) by 4 keys; {} signed checkpoints", lineage.n_checkpoints());
+    outln!("  appended {n} records (kinds: key, note, deploy.heartbeat) by 4 keys; {} signed checkpoints", lineage.n_checkpoints());
     let verified = warden_store::verify(
         &lineage_dir,
         &trust,
@@ -203,7 +203,7 @@ fn lineage_stage(dir: &Path) -> anyhow::Result<DemoContext> {
             expect_size: Some(n),
         },
     )?;
-    println!(
+    outln!(
         "  verified: {} records, {} checkpoints, root {}",
         verified.records,
         verified.checkpoints,
@@ -215,12 +215,12 @@ fn lineage_stage(dir: &Path) -> anyhow::Result<DemoContext> {
         .leaf_hash(index)?
         .ok_or_else(|| anyhow::anyhow!("record {index} missing"))?;
     warden_merkle::verify_inclusion(&leaf, index, n, &proof, &verified.root)?;
-    println!(
+    outln!(
         "  inclusion proof for record {index} in tree size {n} ({} hashes) verifies:",
         proof.len()
     );
     for h in &proof {
-        println!("    {}", hex::encode(h));
+        outln!("    {}", hex::encode(h));
     }
     let old = n / 2;
     let consistency = lineage.prove_consistency(old, n)?;
@@ -231,7 +231,7 @@ fn lineage_stage(dir: &Path) -> anyhow::Result<DemoContext> {
         &verified.root,
         &consistency,
     )?;
-    println!(
+    outln!(
         "  consistency proof {old} -> {n} ({} hashes) verifies",
         consistency.len()
     );

@@ -40,7 +40,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::New { role, out, name } => {
             let name = name.unwrap_or_else(|| role.to_string());
             let key = new_key(role, &name, &out)?;
-            println!(
+            outln!(
                 "created {role} key {} in {} (public key in {})",
                 key.key_ref(),
                 out.display(),
@@ -58,7 +58,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             };
             store.add(role, public.clone());
             fs::atomic_write(&trust, store.to_toml().as_bytes())?;
-            println!(
+            outln!(
                 "{} now trusts {}+{} for {role}",
                 trust.display(),
                 public.name(),
@@ -68,10 +68,10 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Show { key } => {
             let (public, role) = load_public(&key)?;
-            println!("role:     {role}");
-            println!("name:     {}", public.name());
-            println!("id:       {}", public.id());
-            println!("verifier: {}", public.verifier_string());
+            outln!("role:     {role}");
+            outln!("name:     {}", public.name());
+            outln!("id:       {}", public.id());
+            outln!("verifier: {}", public.verifier_string());
             Ok(())
         }
     }

@@ -1,6 +1,5 @@
 //! `warden lineage …` (verify, show, prove, export) and `warden bench lineage`.
 
-use std::io::Write as _;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -145,7 +144,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
                     verified.unsealed()
                 ));
             }
-            println!("{line}");
+            outln!("{line}");
             Ok(())
         }
         Command::Show { dir, json, range } => {
@@ -154,12 +153,11 @@ pub fn run(command: Command) -> anyhow::Result<()> {
                 Some(r) => parse_range(&r)?,
                 None => 0..u64::MAX,
             };
-            let mut out = std::io::stdout().lock();
             for r in records.iter().filter(|r| range.contains(&r.record.seq)) {
                 if json {
-                    writeln!(out, "{}", r.to_json())?;
+                    outln!("{}", r.to_json());
                 } else {
-                    writeln!(out, "{}", summary_line(r))?;
+                    outln!("{}", summary_line(r));
                 }
             }
             Ok(())
@@ -242,7 +240,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
                     fs::atomic_write(&path, &buf)?;
                     eprintln!("exported {} records to {}", records.len(), path.display());
                 }
-                None => std::io::stdout().lock().write_all(&buf)?,
+                None => crate::out::write_bytes(&buf),
             }
             Ok(())
         }
@@ -255,13 +253,13 @@ fn print_proof(
     checkpoints: &[warden_lineage::SignedCheckpoint],
     size: u64,
 ) {
-    println!("{what} proof (verified locally):");
-    println!(
+    outln!("{what} proof (verified locally):");
+    outln!(
         "{}",
         serde_json::to_string_pretty(proof).unwrap_or_default()
     );
     if let Some(cp) = checkpoints.iter().find(|c| c.checkpoint.size == size) {
-        println!("signed checkpoint for tree size {size}:\n{}", cp.to_note());
+        outln!("signed checkpoint for tree size {size}:\n{}", cp.to_note());
     }
 }
 
@@ -358,7 +356,7 @@ fn crash_bench(tmp: &Path, kills: u32) -> anyhow::Result<()> {
         )
         .with_context(|| format!("after kill {round}: verify"))?;
     }
-    println!(
+    outln!(
         "crash: {kills} SIGKILLs in {:.1} s, {records} records; {repaired} torn tails cut ({cut_bytes} bytes); every reopen verified and appended",
         start.elapsed().as_secs_f64()
     );
@@ -381,11 +379,11 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let mut trust = TrustStore::new();
     trust.add(Role::TrainingAuthority, key.public().clone());
     let payload = |i: u64| json!({"iteration": i, "loss": 2.5 / (i as f64 + 1.0), "batch_root": "9f2c1e0b7a6d5c4b3a29180716253443", "verdicts": ["admit", "admit", "clip"]});
-    println!(
+    outln!(
         "warden bench lineage ({} cores)",
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
-    println!("{:<44} {:>14}", "measurement", "result");
+    outln!("{:<44} {:>14}", "measurement", "result");
 
     // Per-record signing: every record signed and checkpointed. With fsync per checkpoint this
     // is bound by the disk; without, by the two Ed25519 signatures per record.
@@ -401,9 +399,10 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
     }
     lineage.close()?;
     let per_record_synced = n_each as f64 / start.elapsed().as_secs_f64();
-    println!(
+    outln!(
         "{:<44} {:>14.0}",
-        "appends/s, per-record signing, fsync each", per_record_synced
+        "appends/s, per-record signing, fsync each",
+        per_record_synced
     );
     drop(lineage);
     let n_each = (args.records / 10).max(1);
@@ -417,9 +416,10 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
     }
     lineage.close()?;
     let per_record = n_each as f64 / start.elapsed().as_secs_f64();
-    println!(
+    outln!(
         "{:<44} {:>14.0}",
-        "appends/s, per-record signing, no fsync", per_record
+        "appends/s, per-record signing, no fsync",
+        per_record
     );
     drop(lineage);
 
@@ -432,9 +432,10 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
     }
     lineage.close()?;
     let per_window = args.records as f64 / start.elapsed().as_secs_f64();
-    println!(
+    outln!(
         "{:<44} {:>14.0}   (target >= 100000)",
-        "appends/s, per-window signing (1024 / 1 s)", per_window
+        "appends/s, per-window signing (1024 / 1 s)",
+        per_window
     );
 
     let start = Instant::now();
@@ -446,17 +447,19 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         },
     )?;
     let verify_rate = verified.records as f64 / start.elapsed().as_secs_f64();
-    println!(
+    outln!(
         "{:<44} {:>14.0}   (target >= 300000)",
-        "records/s verified (window log)", verify_rate
+        "records/s verified (window log)",
+        verify_rate
     );
 
     let start = Instant::now();
     let verified_each = warden_store::verify(&dir_each, &trust, &VerifyOptions::default())?;
     let verify_each_rate = verified_each.records as f64 / start.elapsed().as_secs_f64();
-    println!(
+    outln!(
         "{:<44} {:>14.0}",
-        "records/s verified (per-record signed log)", verify_each_rate
+        "records/s verified (per-record signed log)",
+        verify_each_rate
     );
 
     let size = lineage.len();
@@ -469,7 +472,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         proofs.push((index, lineage.prove_inclusion(index, size)?));
     }
     let gen_rate = n_proofs as f64 / start.elapsed().as_secs_f64();
-    println!(
+    outln!(
         "{:<44} {:>14.0}",
         format!("inclusion proofs generated/s (size {size})"),
         gen_rate
@@ -483,8 +486,8 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         warden_merkle::verify_inclusion(leaf, *index, size, proof, &root)?;
     }
     let check_rate = n_proofs as f64 / start.elapsed().as_secs_f64();
-    println!("{:<44} {:>14.0}", "inclusion proofs verified/s", check_rate);
-    println!(
+    outln!("{:<44} {:>14.0}", "inclusion proofs verified/s", check_rate);
+    outln!(
         "ratios: window/per-record (no fsync) appends {:.1}x; verify/append (window) {:.2}x",
         per_window / per_record,
         verify_rate / per_window

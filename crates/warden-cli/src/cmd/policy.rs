@@ -116,7 +116,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             let elapsed = started.elapsed();
             match outcome {
                 Ok(proof) => {
-                    println!(
+                    outln!(
                         "{}: bundle `{}` version {} passes all checks ({} predicates, {:.1} ms)",
                         bundle.display(),
                         parsed.name,
@@ -125,9 +125,9 @@ pub fn run(command: Command) -> anyhow::Result<()> {
                         elapsed.as_secs_f64() * 1e3
                     );
                     for (check, line) in proof.check_lines() {
-                        println!("  {check:<20} {line}");
+                        outln!("  {check:<20} {line}");
                     }
-                    println!(
+                    outln!(
                         "  prover: {} (bound: {})",
                         warden_policy::gate::PROVER,
                         proof.bound()
@@ -204,33 +204,35 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             }
             let transition = builder.build()?;
             let verdict = evaluate(&bundle, &transition);
-            println!("{}", describe_verdict(&verdict));
+            outln!("{}", describe_verdict(&verdict));
             Ok(())
         }
         Command::Show { admitted, trust } => {
             let trust = fs::load_trust(&trust)?;
             let bundle = load_admitted(&admitted, &trust)?;
             let statement = bundle.verified().statement();
-            println!(
+            outln!(
                 "bundle:      {} version {}",
-                statement.name, statement.version
+                statement.name,
+                statement.version
             );
-            println!("version id:  {}", statement.version_id);
+            outln!("version id:  {}", statement.version_id);
             if let Some(succeeds) = statement.succeeds {
-                println!("succeeds:    version {succeeds}");
+                outln!("succeeds:    version {succeeds}");
             }
-            println!("digest:      {}", statement.digest);
-            println!("admitted at: {}", statement.admitted_at);
-            println!(
+            outln!("digest:      {}", statement.digest);
+            outln!("admitted at: {}", statement.admitted_at);
+            outln!(
                 "signer:      {} (policy-authority, verified)",
                 statement.signer
             );
-            println!(
+            outln!(
                 "prover:      {} (bound: {})",
-                statement.proof.prover, statement.proof.bound
+                statement.proof.prover,
+                statement.proof.bound
             );
             for (check, line) in &statement.proof.checks {
-                println!("  {check:<20} {line}");
+                outln!("  {check:<20} {line}");
             }
             let witness: Vec<String> = statement
                 .proof
@@ -238,9 +240,9 @@ pub fn run(command: Command) -> anyhow::Result<()> {
                 .iter()
                 .map(|(k, v)| format!("{k} = {v}"))
                 .collect();
-            println!("witness:     {}", witness.join(", "));
+            outln!("witness:     {}", witness.join(", "));
             if let Some(ack) = &statement.acknowledge {
-                println!("acknowledged: {ack}");
+                outln!("acknowledged: {ack}");
             }
             Ok(())
         }
@@ -288,7 +290,7 @@ fn describe_verdict(verdict: &Verdict<'_>) -> String {
 }
 
 fn print_rejection(rejection: &warden_policy::Rejection) {
-    println!("rejected by the {} check", rejection.check);
+    outln!("rejected by the {} check", rejection.check);
     match &rejection.finding {
         Finding::Refuted {
             predicate,
@@ -297,9 +299,9 @@ fn print_rejection(rejection: &warden_policy::Rejection) {
             counterexample,
         } => {
             if let Some(p) = predicate {
-                println!("  dead precondition:  {p}");
+                outln!("  dead precondition:  {p}");
             }
-            println!(
+            outln!(
                 "  {}: {}",
                 if *core_minimal {
                     "minimal core"
@@ -313,27 +315,27 @@ fn print_rejection(rejection: &warden_policy::Rejection) {
                     .iter()
                     .map(|(a, v)| format!("{a} = {v}"))
                     .collect();
-                println!("  counterexample context: {}", ctx.join(", "));
+                outln!("  counterexample context: {}", ctx.join(", "));
             }
         }
         Finding::Undecided { detail } => {
-            println!("  undecided: {detail} (bound: {})", rejection.bound)
+            outln!("  undecided: {detail} (bound: {})", rejection.bound)
         }
     }
 }
 
 fn print_admission(signed: &SignedBundle, out: &Path) {
     let s = &signed.statement;
-    println!(
+    outln!(
         "admitted {} ({} predicates) into {}",
         s.version_id,
         count_predicates(&s.canonical_text),
         out.display()
     );
     for (check, line) in &s.proof.checks {
-        println!("  {check:<20} {line}");
+        outln!("  {check:<20} {line}");
     }
-    println!("  signed by {} at {}", s.signer, s.admitted_at);
+    outln!("  signed by {} at {}", s.signer, s.admitted_at);
 }
 
 fn count_predicates(canonical: &str) -> usize {
@@ -443,7 +445,7 @@ pub fn admit_bundle(request: &AdmitRequest<'_>) -> anyhow::Result<Admission> {
                         &bundle.digest_hex(),
                     ));
                 let appended = lineage.append(draft, key)?;
-                println!(
+                outln!(
                     "  recorded as lineage record {} ({REJECTION_KIND})",
                     appended.index
                 );
@@ -465,7 +467,7 @@ pub fn admit_bundle(request: &AdmitRequest<'_>) -> anyhow::Result<Admission> {
                 let draft = RecordDraft::new(ADMISSION_KIND, serde_json::to_value(&payload)?)
                     .with_policy_version(signed.statement.version_id.clone());
                 let appended = lineage.append(draft, key)?;
-                println!(
+                outln!(
                     "recorded as lineage record {} ({ADMISSION_KIND})",
                     appended.index
                 );
@@ -487,13 +489,18 @@ fn median(mut samples: Vec<f64>) -> f64 {
 }
 
 pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
-    println!(
+    outln!(
         "policy admission (generated consistent bundles; median of {} runs)",
         args.repeats
     );
-    println!(
+    outln!(
         "  {:>10} {:>12} {:>10} {:>10} {:>10} {:>8}",
-        "predicates", "admit ms", "vars", "clauses", "calls", "rounds"
+        "predicates",
+        "admit ms",
+        "vars",
+        "clauses",
+        "calls",
+        "rounds"
     );
     let mut at_1000 = None;
     for &n in &args.sizes {
@@ -513,14 +520,17 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
             at_1000 = Some(ms);
         }
         if let Some(s) = stats {
-            println!(
+            outln!(
                 "  {n:>10} {ms:>12.2} {:>10} {:>10} {:>10} {:>8}",
-                s.n_vars, s.n_clauses, s.solver_calls, s.refinements
+                s.n_vars,
+                s.n_clauses,
+                s.solver_calls,
+                s.refinements
             );
         }
     }
     if let Some(ms) = at_1000 {
-        println!(
+        outln!(
             "  admission of 1,000 predicates: {ms:.1} ms (target <= 1000 ms: {})",
             if ms <= 1000.0 { "met" } else { "MISSED" }
         );
@@ -564,11 +574,11 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         .copied()
         .unwrap_or(f64::NAN);
     let med = median(samples);
-    println!(
+    outln!(
         "\npolicy evaluation ({} predicates, {} transitions; verdicts admit/reject/decompose = {}/{}/{})",
         args.eval_predicates, cursor, verdicts[0], verdicts[1], verdicts[2]
     );
-    println!(
+    outln!(
         "  median {med:.0} ns/transition, p99 {p99:.0} ns (target <= 2000 ns: {})",
         if med <= 2000.0 { "met" } else { "MISSED" }
     );
@@ -705,7 +715,7 @@ pub fn demo_stage(ctx: &mut super::demo::DemoContext) -> anyhow::Result<()> {
             bound: Bound::default(),
         })
     };
-    println!(
+    outln!(
         "$ warden policy admit {} --key {} --out {}",
         sample_path.display(),
         ctx.key_paths.policy.display(),
@@ -723,19 +733,19 @@ pub fn demo_stage(ctx: &mut super::demo::DemoContext) -> anyhow::Result<()> {
         + "\n[[predicate]]\nid = \"task.thorough-answers\"\ncategory = \"task\"\nrequire = \"output.tokens >= 2048\"\n";
     let contradictory_path = dir.join("contradictory.toml");
     fs::atomic_write(&contradictory_path, contradictory.as_bytes())?;
-    println!(
+    outln!(
         "\n$ warden policy admit {} ...   (adds `output.tokens >= 2048`)",
         contradictory_path.display()
     );
     if let Admission::Admitted(_) = request(&contradictory_path, None)? {
         anyhow::bail!("a contradictory bundle was admitted");
     }
-    println!(
+    outln!(
         "\n$ warden policy admit {} ...   (again, unchanged)",
         contradictory_path.display()
     );
     match request(&contradictory_path, None) {
-        Err(err) => println!("refused: {err:#}"),
+        Err(err) => outln!("refused: {err:#}"),
         Ok(_) => {
             anyhow::bail!("an unchanged rejected bundle was resubmitted without --acknowledge")
         }
@@ -746,7 +756,7 @@ pub fn demo_stage(ctx: &mut super::demo::DemoContext) -> anyhow::Result<()> {
         + "\n[[predicate]]\nid = \"domain.legal-needs-citations\"\ncategory = \"domain\"\nwhen = \"request.domain == 'legal'\"\nrequire = \"output.tokens >= 300\"\n";
     let stranded_path = dir.join("stranded.toml");
     fs::atomic_write(&stranded_path, stranded.as_bytes())?;
-    println!(
+    outln!(
         "\n$ warden policy admit {} ...   (legal answers need >= 300 tokens)",
         stranded_path.display()
     );
@@ -761,7 +771,7 @@ pub fn demo_stage(ctx: &mut super::demo::DemoContext) -> anyhow::Result<()> {
     );
     let fixed_path = dir.join("support-assistant-v2.toml");
     fs::atomic_write(&fixed_path, fixed.as_bytes())?;
-    println!(
+    outln!(
         "\n$ warden policy admit {} ...   (legal rule for identified callers only)",
         fixed_path.display()
     );
@@ -774,16 +784,16 @@ pub fn demo_stage(ctx: &mut super::demo::DemoContext) -> anyhow::Result<()> {
     let fork = fixed.replace("version = 2\nsucceeds = 1", "version = 3\nsucceeds = 1");
     let fork_path = dir.join("fork.toml");
     fs::atomic_write(&fork_path, fork.as_bytes())?;
-    println!(
+    outln!(
         "\n$ warden policy admit {} ...   (version 3 claiming to succeed version 1)",
         fork_path.display()
     );
     match request(&fork_path, None) {
-        Err(err) => println!("refused: {err:#}"),
+        Err(err) => outln!("refused: {err:#}"),
         Ok(_) => anyhow::bail!("a fork of the version history was accepted"),
     }
 
-    println!("\n$ warden policy eval {} --set ...", out.display());
+    outln!("\n$ warden policy eval {} --set ...", out.display());
     let admitted = load_admitted(&out, &ctx.trust)?;
     let cases: [(&str, &[(&str, &str)]); 4] = [
         (
@@ -832,7 +842,7 @@ pub fn demo_stage(ctx: &mut super::demo::DemoContext) -> anyhow::Result<()> {
             builder = builder.set(name, value)?;
         }
         let verdict = evaluate(&admitted, &builder.build()?);
-        println!("  {label:<40} -> {}", describe_verdict(&verdict));
+        outln!("  {label:<40} -> {}", describe_verdict(&verdict));
     }
     Ok(())
 }

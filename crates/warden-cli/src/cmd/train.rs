@@ -141,23 +141,23 @@ fn reporter(bar: &ProgressBar) -> impl FnMut(&Trainer, &Outcome) + '_ {
 }
 
 fn print_summary(summary: &RunSummary) {
-    println!(
+    outln!(
         "trained {} iterations, final loss {:.4}, policy versions {}",
         summary.iterations,
         summary.final_loss.unwrap_or(f32::NAN),
         summary.policy_versions.join(" → ")
     );
-    println!("gates: {}", gate_line(&summary.counts));
-    println!(
+    outln!("gates: {}", gate_line(&summary.counts));
+    outln!(
         "model: {} (sha256 {})",
         summary.run_dir.join("model.safetensors").display(),
         hex::encode(summary.model_sha256)
     );
-    println!(
+    outln!(
         "manifest: {} (in-toto Statement v1, DSSE)",
         summary.manifest.display()
     );
-    println!("lineage: {}", summary.lineage_dir.display());
+    outln!("lineage: {}", summary.lineage_dir.display());
 }
 
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
@@ -319,7 +319,7 @@ fn ms(d: Duration, steps: u64) -> f64 {
 
 pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let scratch = scratch("bench-train")?;
-    println!(
+    outln!(
         "preparing: synthetic corpus (scale {}), admission",
         args.scale
     );
@@ -358,7 +358,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         lineage: &lineage,
         key,
     };
-    println!(
+    outln!(
         "measuring: {} steps, batch {} x {} bytes, model {} layers x {} wide ({} parameters)",
         args.steps,
         args.shape.batch,
@@ -371,13 +371,14 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let n = report.steps;
     let t = &report.timings;
     let ratio = report.governed.as_secs_f64() / report.ungoverned.as_secs_f64().max(1e-12);
-    println!("ungoverned  {:8.2} ms/step", ms(report.ungoverned, n));
-    println!("governed    {:8.2} ms/step", ms(report.governed, n));
-    println!(
+    outln!("ungoverned  {:8.2} ms/step", ms(report.ungoverned, n));
+    outln!("governed    {:8.2} ms/step", ms(report.governed, n));
+    outln!(
         "ratio       {:8.3}  (total governed/ungoverned; median per step {:.3}; target <= 1.03)",
-        ratio, report.median_ratio
+        ratio,
+        report.median_ratio
     );
-    println!("where the governed step's time goes (ms/step):");
+    outln!("where the governed step's time goes (ms/step):");
     for (name, d) in [
         ("data gate (hash lookup, license/class)", t.data_gate),
         ("memorization detectors", t.detectors),
@@ -394,21 +395,21 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         ("parameter digest (sha256)", t.digest),
         ("lineage record (build + append)", t.record),
     ] {
-        println!("  {name:<44} {:8.3}", ms(d, n));
+        outln!("  {name:<44} {:8.3}", ms(d, n));
     }
-    println!(
+    outln!(
         "  governance overhead outside fwd/bwd/optimizer: {:.3} ms/step ({:.1}% of the ungoverned step)",
         ms(t.governance(), n),
         100.0 * t.governance().as_secs_f64() / report.ungoverned.as_secs_f64().max(1e-12)
     );
-    println!(
+    outln!(
         "gradient routing: {:.2} forward/backward passes per step (one per depth group, each stopping its backward pass before its earliest admitted region): {:.2} ms/step vs {:.2} ms/step for one ungoverned pass over the whole batch",
         report.groups_per_step,
         ms(t.forward_backward, n),
         ms(report.baseline.forward_backward, n)
     );
     if report.groups_per_step > 1.0 {
-        println!(
+        outln!(
             "  (routing does less backward work than the ungoverned pass for depths that may not reach early regions; \
              --single-depth compares without that saving)"
         );
@@ -419,7 +420,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
 
 pub fn bench_memorization(args: MemorizationArgs) -> anyhow::Result<()> {
     let scratch = scratch("bench-memorization")?;
-    println!(
+    outln!(
         "preparing: synthetic corpus (scale {}), admission",
         args.scale
     );
@@ -451,21 +452,27 @@ pub fn bench_memorization(args: MemorizationArgs) -> anyhow::Result<()> {
             &mut |i| bar.set_position(i),
         )?;
         bar.finish_and_clear();
-        println!(
+        outln!(
             "{label}: trained {} steps in {:.1} s",
-            args.steps, row.seconds
+            args.steps,
+            row.seconds
         );
         rows.push(row);
     }
     let (plain, governed) = (&rows[0], &rows[1]);
-    println!(
+    outln!(
         "\ncanary exposure (log2 of {} candidates + 1 = {:.2} max) and greedy extraction",
         args.candidates,
         ((args.candidates + 1) as f64).log2()
     );
-    println!(
+    outln!(
         "{:<24} {:>7} | {:>10} {:>9} | {:>10} {:>9}",
-        "canary", "repeats", "exp ungov", "extract", "exp gov", "extract"
+        "canary",
+        "repeats",
+        "exp ungov",
+        "extract",
+        "exp gov",
+        "extract"
     );
     let repeats: std::collections::HashMap<String, u32> =
         serde_json::from_slice::<Vec<serde_json::Value>>(&std::fs::read(
@@ -480,7 +487,7 @@ pub fn bench_memorization(args: MemorizationArgs) -> anyhow::Result<()> {
         })
         .collect();
     for ((canary, u), (_, g)) in plain.exposures.iter().zip(&governed.exposures) {
-        println!(
+        outln!(
             "{:<24} {:>7} | {:>10.2} {:>9} | {:>10.2} {:>9}",
             canary.secret,
             repeats.get(&canary.secret).copied().unwrap_or(0),
@@ -492,7 +499,7 @@ pub fn bench_memorization(args: MemorizationArgs) -> anyhow::Result<()> {
     }
     let extracted =
         |r: &bench::MemorizationRow| r.exposures.iter().filter(|(_, e)| e.extracted).count();
-    println!(
+    outln!(
         "\nextracted canaries: ungoverned {} / {}, governed {} / {}",
         extracted(plain),
         plain.exposures.len(),
@@ -500,11 +507,13 @@ pub fn bench_memorization(args: MemorizationArgs) -> anyhow::Result<()> {
         governed.exposures.len()
     );
     let cost = (governed.held_out_loss / plain.held_out_loss - 1.0) * 100.0;
-    println!(
+    outln!(
         "held-out loss (prose-heldout): ungoverned {:.4}, governed {:.4} ({:+.2}%, target <= +2%)",
-        plain.held_out_loss, governed.held_out_loss, cost
+        plain.held_out_loss,
+        governed.held_out_loss,
+        cost
     );
-    println!(
+    outln!(
         "governed detector masked {} repeated spans",
         governed.masked_spans
     );
@@ -518,7 +527,7 @@ pub fn demo_stage(ctx: &mut super::demo::DemoContext) -> anyhow::Result<()> {
     let corpus_dir = match &ctx.corpus_dir {
         Some(dir) => dir.clone(),
         None => {
-            println!("  (no corpus stage ran: synthesizing and admitting a small corpus here)");
+            outln!("  (no corpus stage ran: synthesizing and admitting a small corpus here)");
             let dir = ctx.dir.join("train-corpus");
             let summary = warden_corpus::synth::write(
                 &dir.join("synth"),
@@ -557,7 +566,7 @@ pub fn demo_stage(ctx: &mut super::demo::DemoContext) -> anyhow::Result<()> {
         candidates: 63,
         canaries: canaries.clone(),
     });
-    println!(
+    outln!(
         "  model {} layers x {} wide ({} parameters), {} steps of {} x {} bytes, policy {}",
         config.model.layers,
         config.model.width,
@@ -579,14 +588,14 @@ pub fn demo_stage(ctx: &mut super::demo::DemoContext) -> anyhow::Result<()> {
         ctx.keys.training.clone(),
         &mut |_, _| {},
     )?;
-    println!(
+    outln!(
         "  trained {} iterations in {:.1} s, final loss {:.3}",
         summary.iterations,
         started.elapsed().as_secs_f64(),
         summary.final_loss.unwrap_or(f32::NAN)
     );
-    println!("  gates: {}", gate_line(&summary.counts));
-    println!(
+    outln!("  gates: {}", gate_line(&summary.counts));
+    outln!(
         "  lineage: {} training records appended (train.start, train.iteration x{}, train.complete)",
         ctx.lineage.len() - before,
         summary.iterations
@@ -606,7 +615,7 @@ pub fn demo_stage(ctx: &mut super::demo::DemoContext) -> anyhow::Result<()> {
                     .collect()
             })
             .unwrap_or_default();
-        println!(
+        outln!(
             "  authorized evaluation: held-out loss {:.3}, canary exposures [{}] (max {:.1})",
             eval["sources"]["prose-heldout"]["loss"]
                 .as_f64()
@@ -619,7 +628,7 @@ pub fn demo_stage(ctx: &mut super::demo::DemoContext) -> anyhow::Result<()> {
         &std::fs::read_to_string(&summary.manifest).context("reading the manifest")?,
     )?;
     let verified = warden_attest::verify_envelope(&envelope, &ctx.trust, Role::TrainingAuthority)?;
-    println!(
+    outln!(
         "  manifest {} verifies: in-toto {} about {} (signed by {})",
         summary.manifest.display(),
         verified.statement.predicate_type,
@@ -631,9 +640,11 @@ pub fn demo_stage(ctx: &mut super::demo::DemoContext) -> anyhow::Result<()> {
         &ctx.trust,
         &warden_store::VerifyOptions::default(),
     )?;
-    println!(
+    outln!(
         "  lineage verifies: {} records, {} sealed, {} checkpoints",
-        lineage.records, lineage.sealed, lineage.checkpoints
+        lineage.records,
+        lineage.sealed,
+        lineage.checkpoints
     );
     Ok(())
 }
