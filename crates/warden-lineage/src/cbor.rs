@@ -1,23 +1,35 @@
-//! The one canonical binary encoding: a strict subset of deterministic CBOR (RFC 8949 §4.2).
+//! The one canonical binary encoding: RFC 8949 §4.2.1 core deterministic CBOR over the JSON model.
 //!
 //! Written here rather than taken from a general CBOR crate because what is signed must have
 //! exactly one encoding, and the decoder must *reject* every other encoding of the same value
-//! (non-minimal integers, unsorted or duplicate map keys, indefinite lengths, other float widths,
-//! tags, trailing bytes) so that "decodes" implies "re-encodes to the same bytes". The rules:
+//! (non-minimal integers, unsorted or duplicate map keys, indefinite lengths, floats wider than
+//! needed, tags, trailing bytes) so that "decodes" implies "re-encodes to the same bytes". The
+//! rules, each the RFC's, so any core-deterministic encoder (Python `cbor2.dumps(v,
+//! canonical=True)`, checked by `tests/cbor_vectors.rs`) writes the same bytes:
 //!
 //! * integers use the shortest head (major types 0 and 1);
-//! * every float is an IEEE 754 binary64 (`0xfb`), finite only;
+//! * a float is written in the shortest of binary16 / binary32 / binary64 that holds its value
+//!   exactly (§4.2.2 preferred serialization; `-0.0` is `f9 8000`); floats stay floats (no
+//!   numeric reduction to integers). Only finite floats exist here: NaN and the infinities are
+//!   not in the JSON model, so the encoder refuses them and the decoder refuses them at any width;
 //! * text strings are UTF-8 (major type 3); byte strings (major type 2) appear only in the envelope;
-//! * map keys are text strings in strictly increasing bytewise order, no duplicates;
+//! * map keys are text strings ordered bytewise by their *encoded* form, i.e. shorter keys first
+//!   and equal lengths bytewise (`"a" < "b" < "aa" < "bb"`), strictly increasing, no duplicates;
 //! * `null`, `true`, `false` are the simple values 22, 21, 20.
 //!
 //! Payloads are limited to the JSON data model (`serde_json::Value`) so JSON and CBOR forms of a
 //! record decode to the same value.
 
+use std::cmp::Ordering;
+
+use half::f16;
 use serde_json::{Map, Number, Value};
 
 /// Nesting deeper than this is refused: attacker-supplied bytes must not exhaust the stack.
 pub const MAX_DEPTH: usize = 64;
+
+const KEY_ORDER: &str =
+    "map keys not in strictly increasing deterministic order (shorter first, then bytewise)";
 
 /// Why bytes are not canonical CBOR.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -89,12 +101,57 @@ pub fn write_value(out: &mut Vec<u8>, value: &Value) -> Result<(), CborError> {
             }
         }
         Value::Object(map) => {
-            // serde_json's default Map is a BTreeMap<String, _>: iteration is bytewise key order.
-            write_head(out, 5, map.len() as u64);
-            for (key, item) in map {
+            // serde_json's Map iterates in text order ("aa" before "b"); deterministic CBOR
+            // wants encoded-key order ("b" before "aa").
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_unstable_by(|a, b| key_order(a.0, b.0));
+            write_head(out, 5, entries.len() as u64);
+            for (key, item) in entries {
                 write_text(out, key);
                 write_value(out, item)?;
             }
+        }
+    }
+    Ok(())
+}
+
+/// RFC 8949 §4.2.1 order of two text map keys: bytewise order of their encodings. The head
+/// encodes the length and grows with it, so this is "shorter first, then bytewise".
+pub fn key_order(a: &str, b: &str) -> Ordering {
+    a.len()
+        .cmp(&b.len())
+        .then_with(|| a.as_bytes().cmp(b.as_bytes()))
+}
+
+/// The width in bytes (2, 4 or 8) of the shortest IEEE 754 float that holds `f` exactly.
+/// Compares bit patterns, so `-0.0` stays distinct from `0.0` (both fit binary16).
+fn shortest_float_width(f: f64) -> usize {
+    if f16::from_f64(f).to_f64().to_bits() == f.to_bits() {
+        2
+    } else if f64::from(f as f32).to_bits() == f.to_bits() {
+        4
+    } else {
+        8
+    }
+}
+
+/// Appends a finite float in its preferred (shortest exact) serialization.
+pub fn write_float(out: &mut Vec<u8>, f: f64) -> Result<(), CborError> {
+    if !f.is_finite() {
+        return Err(CborError::NonFinite);
+    }
+    match shortest_float_width(f) {
+        2 => {
+            out.push(0xf9);
+            out.extend_from_slice(&f16::from_f64(f).to_bits().to_be_bytes());
+        }
+        4 => {
+            out.push(0xfa);
+            out.extend_from_slice(&(f as f32).to_bits().to_be_bytes());
+        }
+        _ => {
+            out.push(0xfb);
+            out.extend_from_slice(&f.to_bits().to_be_bytes());
         }
     }
     Ok(())
@@ -107,12 +164,7 @@ fn write_number(out: &mut Vec<u8>, n: &Number) -> Result<(), CborError> {
         // Negative: CBOR stores -1 - i.
         write_head(out, 1, (-1 - i) as u64);
     } else {
-        let f = n.as_f64().ok_or(CborError::NonFinite)?;
-        if !f.is_finite() {
-            return Err(CborError::NonFinite);
-        }
-        out.push(0xfb);
-        out.extend_from_slice(&f.to_bits().to_be_bytes());
+        write_float(out, n.as_f64().ok_or(CborError::NonFinite)?)?;
     }
     Ok(())
 }
@@ -213,6 +265,38 @@ impl<'a> Reader<'a> {
             }
         };
         Ok((major, arg, info))
+    }
+
+    /// Reads the argument of a float head (`info` 25, 26 or 27 after the initial byte at `at`)
+    /// and refuses non-finite values and any width wider than the value needs.
+    fn float(&mut self, at: usize, info: u8) -> Result<f64, CborError> {
+        let (f, width) = match info {
+            25 => {
+                let b = self.take(2)?;
+                (f16::from_bits(u16::from_be_bytes([b[0], b[1]])).to_f64(), 2)
+            }
+            26 => {
+                let b = self.take(4)?;
+                let bits = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+                (f64::from(f32::from_bits(bits)), 4)
+            }
+            _ => {
+                let b = self.take(8)?;
+                let mut a = [0u8; 8];
+                a.copy_from_slice(b);
+                (f64::from_bits(u64::from_be_bytes(a)), 8)
+            }
+        };
+        if !f.is_finite() {
+            return Err(CborError::NonFinite);
+        }
+        if shortest_float_width(f) != width {
+            return Err(CborError::NonCanonical(
+                at,
+                "float wider than its shortest exact form",
+            ));
+        }
+        Ok(f)
     }
 
     pub fn array_len(&mut self) -> Result<u64, CborError> {
@@ -320,11 +404,8 @@ impl<'a> Reader<'a> {
                 for _ in 0..arg {
                     let key_at = self.pos;
                     let key = self.text()?;
-                    if last.is_some_and(|prev| prev.as_bytes() >= key.as_bytes()) {
-                        return Err(CborError::NonCanonical(
-                            key_at,
-                            "map keys not in strictly increasing order",
-                        ));
+                    if last.is_some_and(|prev| key_order(prev, key) != Ordering::Less) {
+                        return Err(CborError::NonCanonical(key_at, KEY_ORDER));
                     }
                     last = Some(key);
                     let item = self.value_at_depth(depth + 1)?;
@@ -337,15 +418,10 @@ impl<'a> Reader<'a> {
                 20 => Value::Bool(false),
                 21 => Value::Bool(true),
                 22 => Value::Null,
-                27 => {
-                    let b = self.take(8)?;
-                    let mut a = [0u8; 8];
-                    a.copy_from_slice(b);
-                    let f = f64::from_bits(u64::from_be_bytes(a));
-                    let n = Number::from_f64(f).ok_or(CborError::NonFinite)?;
-                    Value::Number(n)
+                25..=27 => {
+                    let f = self.float(at, info)?;
+                    Value::Number(Number::from_f64(f).ok_or(CborError::NonFinite)?)
                 }
-                25 | 26 => return Err(CborError::NonCanonical(at, "floats are always binary64")),
                 _ => return Err(CborError::Unsupported(at, "simple value")),
             },
         })
@@ -383,15 +459,12 @@ impl<'a> Reader<'a> {
                 }
             }
             5 => {
-                let mut last: Option<&[u8]> = None;
+                let mut last: Option<&str> = None;
                 for _ in 0..arg {
                     let key_at = self.pos;
-                    let key = self.text()?.as_bytes();
-                    if last.is_some_and(|prev| prev >= key) {
-                        return Err(CborError::NonCanonical(
-                            key_at,
-                            "map keys not in strictly increasing order",
-                        ));
+                    let key = self.text()?;
+                    if last.is_some_and(|prev| key_order(prev, key) != Ordering::Less) {
+                        return Err(CborError::NonCanonical(key_at, KEY_ORDER));
                     }
                     last = Some(key);
                     self.skip_at_depth(depth + 1)?;
@@ -400,15 +473,9 @@ impl<'a> Reader<'a> {
             6 => return Err(CborError::Unsupported(at, "tags are not used")),
             _ => match info {
                 20..=22 => {}
-                27 => {
-                    let b = self.take(8)?;
-                    let mut a = [0u8; 8];
-                    a.copy_from_slice(b);
-                    if !f64::from_bits(u64::from_be_bytes(a)).is_finite() {
-                        return Err(CborError::NonFinite);
-                    }
+                25..=27 => {
+                    self.float(at, info)?;
                 }
-                25 | 26 => return Err(CborError::NonCanonical(at, "floats are always binary64")),
                 _ => return Err(CborError::Unsupported(at, "simple value")),
             },
         }
@@ -450,22 +517,64 @@ mod tests {
     }
 
     #[test]
-    fn maps_are_sorted_and_nested_values_round_trip() {
-        let v = json!({"b": [1, -2, 3.5, null, true], "a": {"z": "x", "aa": false}});
+    fn rfc8949_appendix_a_floats_take_the_shortest_exact_width() {
+        let cases: [(f64, &[u8]); 13] = [
+            (0.0, &[0xf9, 0x00, 0x00]),
+            (-0.0, &[0xf9, 0x80, 0x00]),
+            (1.0, &[0xf9, 0x3c, 0x00]),
+            (1.5, &[0xf9, 0x3e, 0x00]),
+            (65504.0, &[0xf9, 0x7b, 0xff]),
+            (100000.0, &[0xfa, 0x47, 0xc3, 0x50, 0x00]),
+            (3.4028234663852886e38, &[0xfa, 0x7f, 0x7f, 0xff, 0xff]),
+            (
+                1.0e300,
+                &[0xfb, 0x7e, 0x37, 0xe4, 0x3c, 0x88, 0x00, 0x75, 0x9c],
+            ),
+            (5.960464477539063e-8, &[0xf9, 0x00, 0x01]),
+            (0.00006103515625, &[0xf9, 0x04, 0x00]),
+            (-4.0, &[0xf9, 0xc4, 0x00]),
+            (
+                -4.1,
+                &[0xfb, 0xc0, 0x10, 0x66, 0x66, 0x66, 0x66, 0x66, 0x66],
+            ),
+            (0.1, &[0xfb, 0x3f, 0xb9, 0x99, 0x99, 0x99, 0x99, 0x99, 0x9a]),
+        ];
+        for (f, expected) in cases {
+            let bytes = round_trip(&Value::Number(Number::from_f64(f).unwrap()));
+            assert_eq!(bytes, expected, "{f:e}");
+        }
+    }
+
+    #[test]
+    fn non_finite_floats_are_refused_by_the_encoder() {
+        for f in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            assert_eq!(write_float(&mut Vec::new(), f), Err(CborError::NonFinite));
+        }
+    }
+
+    #[test]
+    fn map_keys_sort_by_encoded_bytes_shorter_first() {
+        let v = json!({"bb": 1, "aa": 2, "b": 3, "a": {"zz": 0, "y": 1}});
         let bytes = round_trip(&v);
-        // "a" (0x61 0x61) sorts before "b".
-        assert_eq!(&bytes[..3], &[0xa2, 0x61, 0x61]);
+        let expected: &[u8] = &[
+            0xa4, 0x61, b'a', 0xa2, 0x61, b'y', 0x01, 0x62, b'z', b'z', 0x00, 0x61, b'b', 0x03,
+            0x62, b'a', b'a', 0x02, 0x62, b'b', b'b', 0x01,
+        ];
+        assert_eq!(bytes, expected);
     }
 
     #[test]
     fn non_canonical_encodings_are_refused() {
-        let cases: [&[u8]; 6] = [
-            &[0x18, 0x05],                               // 5 with a one-byte argument
-            &[0x9f, 0x01, 0xff],                         // indefinite array
-            &[0xa2, 0x61, 0x62, 0x01, 0x61, 0x61, 0x02], // keys out of order
-            &[0xf9, 0x3c, 0x00],                         // half float
-            &[0xc1, 0x01],                               // tag
-            &[0xfb, 0x7f, 0xf8, 0, 0, 0, 0, 0, 0],       // NaN
+        let cases: [&[u8]; 9] = [
+            &[0x18, 0x05],                                     // 5 with a one-byte argument
+            &[0x9f, 0x01, 0xff],                               // indefinite array
+            &[0xa2, 0x61, 0x62, 0x01, 0x61, 0x61, 0x02],       // keys out of order
+            &[0xa2, 0x62, 0x61, 0x61, 0x01, 0x61, 0x62, 0x02], // "aa" before "b": text order
+            &[0xfa, 0x3f, 0x80, 0x00, 0x00],                   // 1.0 as binary32
+            &[0xfb, 0x3f, 0xf0, 0, 0, 0, 0, 0, 0],             // 1.0 as binary64
+            &[0xc1, 0x01],                                     // tag
+            &[0xfb, 0x7f, 0xf8, 0, 0, 0, 0, 0, 0],             // NaN
+            &[0xf9, 0x7c, 0x00],                               // infinity as binary16
         ];
         for bytes in cases {
             assert!(Reader::new(bytes).value().is_err(), "{bytes:02x?} accepted");

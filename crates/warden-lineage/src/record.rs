@@ -11,7 +11,10 @@ use warden_merkle::{leaf_hash, Hash};
 use crate::cbor::{self, CborError, Reader};
 
 /// Version tag written first in every envelope; bumping it is a format change.
-pub const ENVELOPE_VERSION: u64 = 1;
+///
+/// 2: payloads in RFC 8949 core deterministic CBOR (encoded-key map order, shortest floats).
+/// Version 1 (text-order keys, binary64-only floats) is refused, not read: no released log uses it.
+pub const ENVELOPE_VERSION: u64 = 2;
 
 /// Domain separation for per-record signatures: `SIG_CONTEXT ‖ canonical body`.
 pub const SIG_CONTEXT: &[u8] = b"warden/lineage-record/v1\n";
@@ -81,7 +84,11 @@ pub struct Record {
 pub enum RecordError {
     #[error("undecodable record: {0}")]
     Cbor(#[from] CborError),
-    #[error("undecodable record: unsupported envelope version {0}")]
+    #[error(
+        "undecodable record: envelope version {0} is not supported (this build reads version {current}; \
+         version 1 predates RFC 8949 deterministic CBOR and such a log must be re-created)",
+        current = ENVELOPE_VERSION
+    )]
     Version(u64),
     #[error("undecodable record: field `{field}`: {reason}")]
     Field { field: &'static str, reason: String },

@@ -285,6 +285,20 @@ pub fn verify_consistency(
             new: new_size,
         });
     }
+    if old_size == 0 {
+        // Every tree extends the empty tree, so the proof is empty, but only the empty tree's
+        // root is the root of size 0: any other "old root" is a false tree head. (RFC 9162
+        // defines proofs for 0 < old < new only; transparency-dev refuses old = 0 outright.)
+        if !proof.is_empty() {
+            return Err(MerkleError::WrongProofLength);
+        }
+        let empty = empty_root();
+        return if *old_root == empty && (new_size > 0 || *new_root == empty) {
+            Ok(())
+        } else {
+            Err(MerkleError::RootMismatch)
+        };
+    }
     if old_size == new_size {
         if !proof.is_empty() {
             return Err(MerkleError::WrongProofLength);
@@ -293,14 +307,6 @@ pub fn verify_consistency(
             Ok(())
         } else {
             Err(MerkleError::RootMismatch)
-        };
-    }
-    if old_size == 0 {
-        // Every tree extends the empty tree; the proof is empty by definition.
-        return if proof.is_empty() {
-            Ok(())
-        } else {
-            Err(MerkleError::WrongProofLength)
         };
     }
     if proof.is_empty() {
