@@ -230,7 +230,7 @@ pub enum CheckpointFault {
     Unsigned,
     #[error("signed by key {0}, which the trust file does not list")]
     UntrustedKey(String),
-    #[error("co-signed by key {key}, trusted only for {held}, but only records of {window} are in the window it seals")]
+    #[error("co-signed by key {key}, trusted only for {held}, not for a role that signed the records it seals ({window})")]
     UnrelatedRole {
         key: String,
         held: String,
@@ -314,7 +314,7 @@ mod tests {
         assert_eq!(
             err.to_string(),
             format!(
-                "co-signed by key {}, trusted only for corpus-authority, but only records of training-authority are in the window it seals",
+                "co-signed by key {}, trusted only for corpus-authority, not for a role that signed the records it seals (training-authority)",
                 corpus.key_ref()
             )
         );

@@ -559,3 +559,102 @@ fn pin_error(pinned: &SignedCheckpoint, fault: PinFault) -> VerifyError {
         fault,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{Record, SignedRecord};
+    use crate::Checkpoint;
+    use warden_keys::SigningKey;
+
+    fn key() -> SigningKey {
+        SigningKey::from_seed(Role::CorpusAuthority, "corpus", &[5; 32]).unwrap()
+    }
+
+    /// `n` records by `key`, each signed on its own when `signed` says so.
+    fn entries(key: &SigningKey, signed: impl Fn(u64) -> bool, n: u64) -> Vec<Vec<u8>> {
+        let mut prev = [0; 32];
+        (0..n)
+            .map(|seq| {
+                let record = Record {
+                    seq,
+                    kind: "corpus.admission".into(),
+                    time_ms: 1,
+                    role: key.role(),
+                    signer: key.key_ref(),
+                    policy_version: None,
+                    prev,
+                    payload: serde_json::json!({ "seq": seq }),
+                };
+                let sealed = SignedRecord::seal(record, key, signed(seq)).unwrap();
+                prev = sealed.leaf_hash();
+                sealed.to_cbor()
+            })
+            .collect()
+    }
+
+    fn trust(key: &SigningKey) -> TrustStore {
+        let mut trust = TrustStore::new();
+        trust.add(Role::CorpusAuthority, key.public().clone());
+        trust
+    }
+
+    /// Regression (issue 8 §1.1): unsigned records after the last checkpoint verified.
+    #[test]
+    fn an_unsigned_tail_is_refused_naming_its_first_record_unless_allowed() {
+        let key = key();
+        let trust = trust(&key);
+        // Records 0..3 unsigned and sealed by a checkpoint; 3 signed; 4 and 6 unsigned; 5 signed.
+        let all = entries(&key, |seq| seq == 3 || seq == 5, 7);
+        let feed = |tail| {
+            let mut verifier = LineageVerifier::new(&trust);
+            let mut tree = MerkleTree::new();
+            for (seq, entry) in all.iter().enumerate() {
+                verifier.record(entry).unwrap();
+                tree.push(leaf_hash(decode_entry(entry).unwrap().0));
+                if seq == 2 {
+                    let note = Checkpoint {
+                        origin: "o".into(),
+                        size: 3,
+                        root: tree.root(),
+                    }
+                    .sign([&key])
+                    .to_note();
+                    verifier.checkpoint(0, &note).unwrap();
+                }
+            }
+            verifier.finish(None, tail)
+        };
+        let err = feed(UnsealedTail::Refuse).unwrap_err();
+        assert_eq!(
+            err,
+            VerifyError::record(
+                4,
+                "corpus.admission",
+                RecordFault::Unauthenticated { count: 2, last: 6 }
+            )
+        );
+        let verified = feed(UnsealedTail::Allow).unwrap();
+        assert_eq!(
+            verified.unauthenticated,
+            Some(Unauthenticated {
+                first: 4,
+                last: 6,
+                count: 2
+            })
+        );
+        assert_eq!((verified.sealed, verified.unsealed()), (3, 4));
+    }
+
+    #[test]
+    fn a_fully_signed_tail_needs_no_checkpoint() {
+        let key = key();
+        let trust = trust(&key);
+        let mut verifier = LineageVerifier::new(&trust);
+        for entry in entries(&key, |_| true, 4) {
+            verifier.record(&entry).unwrap();
+        }
+        let verified = verifier.finish(Some(4), UnsealedTail::Refuse).unwrap();
+        assert_eq!((verified.sealed, verified.unauthenticated), (0, None));
+    }
+}

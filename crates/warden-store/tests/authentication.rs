@@ -518,7 +518,7 @@ fn a_checkpoint_co_signed_by_a_key_of_an_unrelated_role_is_refused() {
     assert_eq!(
         err.to_string(),
         format!(
-            "checkpoint 0 (tree size 1): co-signed by key {}, trusted only for corpus-authority, but only records of training-authority are in the window it seals",
+            "checkpoint 0 (tree size 1): co-signed by key {}, trusted only for corpus-authority, not for a role that signed the records it seals (training-authority)",
             keys.corpus.key_ref()
         )
     );
