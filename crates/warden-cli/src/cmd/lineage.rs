@@ -17,7 +17,7 @@ use warden_store::{fs, Cadence, Lineage, StoreOptions, VerifyOptions};
 
 #[derive(Subcommand)]
 pub enum Command {
-    /// Verify every record, chain link, signature and checkpoint; print a one-line summary.
+    /// Verify every record, chain link, signature and checkpoint; print a summary line.
     /// Unsigned records after the last checkpoint are unauthenticated and fail verification.
     Verify {
         dir: PathBuf,
