@@ -276,19 +276,15 @@ impl PublicKey {
         Ok(key)
     }
 
-    /// Verifies a signature over `message`. Use [`TrustStore::verify`] to also check the role.
-    pub fn verify(&self, message: &[u8], signature: &Signature) -> Result<(), KeyError> {
+    /// Verifies a signature over `message`. Crate-private on purpose (Architecture Invariant:
+    /// no API verifies a signature without naming the role): callers use [`TrustStore::verify`].
+    pub(crate) fn verify(&self, message: &[u8], signature: &Signature) -> Result<(), KeyError> {
         let sig = ed25519_dalek::Signature::from_bytes(&signature.0);
         self.key
             .verify_strict(message, &sig)
             .map_err(|_| KeyError::BadSignature {
                 key: format!("{}+{}", self.name, self.id),
             })
-    }
-
-    /// The underlying dalek key, for batch verification.
-    pub fn dalek(&self) -> &ed25519_dalek::VerifyingKey {
-        &self.key
     }
 }
 
@@ -523,7 +519,36 @@ impl TrustStore {
         }
     }
 
+    /// The roles `key` is trusted for (empty if the trust file does not list it).
+    pub fn roles_of(&self, key: &KeyRef) -> &[Role] {
+        key.id
+            .parse::<KeyId>()
+            .ok()
+            .and_then(|id| self.keys.get(&(key.name.clone(), id)))
+            .map_or(&[], |(_, roles)| roles.as_slice())
+    }
+
     /// Checks that `key` is trusted for `role` and that `signature` over `message` is valid.
+    /// This is the only public way to check a signature: the role is always named.
+    ///
+    /// ```
+    /// use warden_keys::{Role, SigningKey, TrustStore};
+    /// let key = SigningKey::from_seed(Role::CorpusAuthority, "corpus", &[1; 32]).unwrap();
+    /// let mut trust = TrustStore::new();
+    /// trust.add(Role::CorpusAuthority, key.public().clone());
+    /// let sig = key.sign(b"m");
+    /// assert!(trust.verify(&key.key_ref(), Role::CorpusAuthority, b"m", &sig).is_ok());
+    /// assert!(trust.verify(&key.key_ref(), Role::PolicyAuthority, b"m", &sig).is_err());
+    /// ```
+    ///
+    /// A public key alone cannot verify anything (regression: `PublicKey::verify` was public):
+    ///
+    /// ```compile_fail
+    /// use warden_keys::{Role, SigningKey};
+    /// let key = SigningKey::from_seed(Role::CorpusAuthority, "corpus", &[1; 32]).unwrap();
+    /// let sig = key.sign(b"m");
+    /// key.public().verify(b"m", &sig).unwrap();
+    /// ```
     pub fn verify(
         &self,
         key: &KeyRef,

@@ -14,7 +14,9 @@
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
-use warden_keys::{KeyId, KeyRef, Signature, SigningKey, TrustStore};
+use std::collections::BTreeSet;
+
+use warden_keys::{KeyId, KeyRef, Role, Signature, SigningKey, TrustStore};
 use warden_merkle::Hash;
 
 /// The em dash that starts every signed-note signature line.
@@ -171,23 +173,51 @@ impl SignedCheckpoint {
         Ok(parsed)
     }
 
-    /// Checks every signature line against the trust store: each must be by a trusted key (for
-    /// any role) and valid. Returns the signers. A note with no signature is refused.
-    pub fn verify_signatures(&self, trust: &TrustStore) -> Result<Vec<KeyRef>, CheckpointFault> {
+    /// Checks every signature line through the trust store. A co-signature counts only from a
+    /// key trusted for one of `roles` — the roles that signed records in the window the
+    /// checkpoint seals — so a key trusted for an unrelated role cannot vouch for a tree head.
+    /// Each line must be by such a key and valid; a note with no signature is refused. Returns
+    /// the signers.
+    pub fn verify_signatures(
+        &self,
+        trust: &TrustStore,
+        roles: &BTreeSet<Role>,
+    ) -> Result<Vec<KeyRef>, CheckpointFault> {
         if self.signatures.is_empty() {
             return Err(CheckpointFault::Unsigned);
         }
         let text = self.checkpoint.note_text();
         let mut signers = Vec::with_capacity(self.signatures.len());
         for sig in &self.signatures {
-            let key = trust
-                .key(&sig.name, sig.id)
-                .ok_or_else(|| CheckpointFault::UntrustedKey(sig.key_ref().to_string()))?;
-            key.verify(text.as_bytes(), &sig.signature)
-                .map_err(|_| CheckpointFault::BadSignature(sig.key_ref().to_string()))?;
-            signers.push(sig.key_ref());
+            let key = sig.key_ref();
+            let held = trust.roles_of(&key);
+            if held.is_empty() {
+                return Err(CheckpointFault::UntrustedKey(key.to_string()));
+            }
+            let role = held
+                .iter()
+                .copied()
+                .find(|r| roles.contains(r))
+                .ok_or_else(|| CheckpointFault::UnrelatedRole {
+                    key: key.to_string(),
+                    held: join_roles(held.iter()),
+                    window: join_roles(roles.iter()),
+                })?;
+            trust
+                .verify(&key, role, text.as_bytes(), &sig.signature)
+                .map_err(|_| CheckpointFault::BadSignature(key.to_string()))?;
+            signers.push(key);
         }
         Ok(signers)
+    }
+}
+
+fn join_roles<'r>(roles: impl Iterator<Item = &'r Role>) -> String {
+    let names: Vec<&str> = roles.map(|r| r.as_str()).collect();
+    if names.is_empty() {
+        "none".to_string()
+    } else {
+        names.join(", ")
     }
 }
 
@@ -200,6 +230,12 @@ pub enum CheckpointFault {
     Unsigned,
     #[error("signed by key {0}, which the trust file does not list")]
     UntrustedKey(String),
+    #[error("co-signed by key {key}, trusted only for {held}, not for a role that signed the records it seals ({window})")]
+    UnrelatedRole {
+        key: String,
+        held: String,
+        window: String,
+    },
     #[error("bad signature by key {0}")]
     BadSignature(String),
     #[error("origin `{found}` differs from the log's origin `{expected}`")]
@@ -217,7 +253,6 @@ pub enum CheckpointFault {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use warden_keys::Role;
 
     #[test]
     fn note_round_trip_and_cosigning() {
@@ -233,20 +268,56 @@ mod tests {
         assert!(note.starts_with("warden.example/lineage\n42\nBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=\n\n\u{2014} corpus "));
         let parsed = SignedCheckpoint::parse(&note).unwrap();
         assert_eq!(parsed, signed);
+        let both: BTreeSet<Role> = [Role::CorpusAuthority, Role::TrainingAuthority].into();
         let mut trust = TrustStore::new();
         trust.add(Role::CorpusAuthority, a.public().clone());
         assert_eq!(
-            parsed.verify_signatures(&trust),
+            parsed.verify_signatures(&trust, &both),
             Err(CheckpointFault::UntrustedKey(b.key_ref().to_string()))
         );
         trust.add(Role::TrainingAuthority, b.public().clone());
-        assert_eq!(parsed.verify_signatures(&trust).unwrap().len(), 2);
+        assert_eq!(parsed.verify_signatures(&trust, &both).unwrap().len(), 2);
         let tampered = note.replace("\n42\n", "\n43\n");
         let parsed = SignedCheckpoint::parse(&tampered).unwrap();
         assert!(matches!(
-            parsed.verify_signatures(&trust),
+            parsed.verify_signatures(&trust, &both),
             Err(CheckpointFault::BadSignature(_))
         ));
+    }
+
+    /// Regression: any trusted key of any role used to be accepted as a co-signer.
+    #[test]
+    fn a_cosignature_by_a_key_of_a_role_absent_from_the_window_is_refused() {
+        let training =
+            SigningKey::from_seed(Role::TrainingAuthority, "training", &[2; 32]).unwrap();
+        let corpus = SigningKey::from_seed(Role::CorpusAuthority, "corpus", &[1; 32]).unwrap();
+        let mut trust = TrustStore::new();
+        trust.add(Role::TrainingAuthority, training.public().clone());
+        trust.add(Role::CorpusAuthority, corpus.public().clone());
+        let cp = Checkpoint {
+            origin: "o".into(),
+            size: 3,
+            root: [1; 32],
+        };
+        let window: BTreeSet<Role> = [Role::TrainingAuthority].into();
+        assert_eq!(
+            cp.clone()
+                .sign([&training])
+                .verify_signatures(&trust, &window)
+                .unwrap(),
+            vec![training.key_ref()]
+        );
+        let err = cp
+            .sign([&training, &corpus])
+            .verify_signatures(&trust, &window)
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "co-signed by key {}, trusted only for corpus-authority, not for a role that signed the records it seals (training-authority)",
+                corpus.key_ref()
+            )
+        );
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //!   one Merkle tree over the same bytes.
 //! * A record is authenticated either by its own Ed25519 signature over
 //!   `"warden/lineage-record/v1\n" ‖ body`, or (window mode) by the next [`SignedCheckpoint`],
-//!   which every signer of the window's records co-signs.
+//!   which every signer of the window's records co-signs. An unsigned record after the last
+//!   checkpoint is authenticated by nothing, and [`LineageVerifier`] refuses it by default.
 
 pub mod cbor;
 pub mod checkpoint;
@@ -21,5 +22,8 @@ pub use record::{
     check_payload, decode_entry, encode_entry, kinds, required_role, rfc3339, signing_message,
     EnvelopeView, Record, RecordDraft, RecordError, SignedRecord,
 };
-pub use verify::{LineageVerifier, RecordFault, VerifiedLineage, VerifyError};
+pub use verify::{
+    LineageVerifier, PinFault, PinnedConsistency, RecordFault, Unauthenticated, UnsealedTail,
+    VerifiedLineage, VerifyError,
+};
 pub use warden_merkle::Hash;

@@ -3,7 +3,7 @@
 
 use proptest::prelude::*;
 use serde_json::{Map, Number, Value};
-use warden_keys::{Role, SigningKey};
+use warden_keys::{Role, SigningKey, TrustStore};
 use warden_lineage::{signing_message, Record, SignedRecord};
 
 fn payload() -> impl Strategy<Value = Value> {
@@ -60,6 +60,12 @@ fn signer() -> SigningKey {
     SigningKey::from_seed(Role::PolicyAuthority, "policy", &[3; 32]).unwrap()
 }
 
+fn trust() -> TrustStore {
+    let mut trust = TrustStore::new();
+    trust.add(Role::PolicyAuthority, signer().public().clone());
+    trust
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(400))]
 
@@ -78,7 +84,9 @@ proptest! {
         prop_assert_eq!(&from_cbor.body, &sealed.body);
         prop_assert_eq!(from_json.to_cbor(), sealed.to_cbor());
         if let Some(sig) = from_json.signature {
-            key.public().verify(&signing_message(&from_json.body), &sig).unwrap();
+            trust()
+                .verify(&key.key_ref(), Role::PolicyAuthority, &signing_message(&from_json.body), &sig)
+                .unwrap();
         }
     }
 
@@ -108,8 +116,12 @@ fn an_edited_json_record_no_longer_verifies() {
     json.as_object_mut().unwrap().remove("leaf_hash");
     let edited = SignedRecord::from_json(&json).unwrap();
     let sig = edited.signature.unwrap();
-    assert!(key
-        .public()
-        .verify(&signing_message(&edited.body), &sig)
+    assert!(trust()
+        .verify(
+            &key.key_ref(),
+            Role::PolicyAuthority,
+            &signing_message(&edited.body),
+            &sig
+        )
         .is_err());
 }

@@ -30,7 +30,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use warden_keys::{KeyError, KeyRef, SigningKey, TrustStore};
 use warden_lineage::{
     encode_entry, Checkpoint, EnvelopeView, LineageVerifier, Record, RecordDraft, RecordError,
-    RecordFault, SignedCheckpoint, SignedRecord, VerifiedLineage, VerifyError,
+    RecordFault, SignedCheckpoint, SignedRecord, UnsealedTail, VerifiedLineage, VerifyError,
 };
 use warden_merkle::{Hash, MerkleError, MerkleTree};
 
@@ -349,6 +349,12 @@ pub struct VerifyOptions {
     /// Fail unless the log holds exactly this many records (catches a cut at a record boundary
     /// after the last checkpoint, which is otherwise a valid shorter log).
     pub expect_size: Option<u64>,
+    /// Unsigned records after the last checkpoint are authenticated by nothing: refused by
+    /// default, or accepted and reported in [`VerifiedLineage::unauthenticated`].
+    pub unsealed_tail: UnsealedTail,
+    /// A checkpoint seen earlier (e.g. by a witness): the log must contain it and extend it
+    /// by a consistency proof, which catches a rollback of the records or the checkpoint file.
+    pub pinned: Option<SignedCheckpoint>,
 }
 
 /// Verifies a lineage directory against a trust store, reading only.
@@ -360,15 +366,18 @@ pub fn verify(
     let scan = scan_dir(dir).map_err(|e| VerifyError::Storage(e.to_string()))?;
     segment_fault(&scan, false)?;
     checkpoint_fault(&scan, false)?;
-    verify_scan(&scan, trust, options.expect_size)
+    let mut verifier = LineageVerifier::new(trust);
+    if let Some(pinned) = &options.pinned {
+        verifier = verifier.with_pinned(pinned.clone());
+    }
+    verify_scan(&scan, verifier)?.finish(options.expect_size, options.unsealed_tail)
 }
 
-fn verify_scan(
+/// Feeds every record and checkpoint of `scan` to `verifier`, in log order.
+fn verify_scan<'t>(
     scan: &Scan,
-    trust: &TrustStore,
-    expect_size: Option<u64>,
-) -> Result<VerifiedLineage, VerifyError> {
-    let mut verifier = LineageVerifier::new(trust);
+    mut verifier: LineageVerifier<'t>,
+) -> Result<LineageVerifier<'t>, VerifyError> {
     // Checkpoint notes with their claimed sizes, in file order.
     let mut notes = Vec::with_capacity(scan.checkpoints.frames.len());
     for idx in 0..scan.checkpoints.frames.len() {
@@ -428,7 +437,7 @@ fn verify_scan(
             },
         ));
     }
-    verifier.finish(expect_size)
+    Ok(verifier)
 }
 
 impl Lineage {

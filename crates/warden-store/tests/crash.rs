@@ -97,6 +97,7 @@ fn sigkill_at_random_moments_never_loses_a_valid_log() {
             &trust,
             &VerifyOptions {
                 expect_size: Some(n + 1),
+                ..Default::default()
             },
         )
         .unwrap_or_else(|e| panic!("round {round}: verify failed: {e}"));
@@ -142,6 +143,7 @@ fn concurrent_appends_from_several_threads_form_one_valid_chain() {
         &trust,
         &VerifyOptions {
             expect_size: Some(2000),
+            ..Default::default()
         },
     )
     .unwrap();
@@ -212,6 +214,7 @@ fn a_torn_tail_is_reported_cut_and_appending_continues() {
         &trust,
         &VerifyOptions {
             expect_size: Some(11),
+            ..Default::default()
         },
     )
     .unwrap();

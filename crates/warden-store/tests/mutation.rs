@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use serde_json::json;
 use warden_keys::{Role, SigningKey, TrustStore};
-use warden_lineage::{RecordDraft, RecordFault, SignedRecord, VerifyError};
+use warden_lineage::{RecordDraft, RecordFault, SignedRecord, UnsealedTail, VerifyError};
 use warden_store::frame::{self, CHECKPOINT_MAGIC, SEGMENT_MAGIC};
 use warden_store::{verify, Cadence, Lineage, StoreOptions, VerifyOptions};
 
@@ -160,7 +160,8 @@ fn truncation_at_every_boundary_and_mid_record_is_detected() {
             dir.path(),
             &trust,
             &VerifyOptions {
-                expect_size: Some(n)
+                expect_size: Some(n),
+                ..Default::default()
             }
         )
         .unwrap()
@@ -189,20 +190,46 @@ fn a_cut_after_the_last_checkpoint_is_caught_by_expect_size() {
     let bytes = std::fs::read(&path).unwrap();
     let seg = frame::scan(bytes.clone(), SEGMENT_MAGIC);
     std::fs::write(&path, &bytes[..seg.frames[6].0 - 8]).unwrap();
-    let verified = verify(dir.path(), &trust, &VerifyOptions::default()).unwrap();
+    // Record 5 is unsealed and unsigned: refused unless the caller allows an unsealed tail.
+    let err = verify(dir.path(), &trust, &VerifyOptions::default()).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("record 5 (note): unauthenticated"),
+        "{err}"
+    );
+    let allow = |expect_size| VerifyOptions {
+        expect_size,
+        unsealed_tail: UnsealedTail::Allow,
+        ..Default::default()
+    };
+    let verified = verify(dir.path(), &trust, &allow(None)).unwrap();
     assert_eq!((verified.records, verified.sealed), (6, 5));
-    let err = verify(
-        dir.path(),
-        &trust,
-        &VerifyOptions {
-            expect_size: Some(7),
-        },
-    )
-    .unwrap_err();
+    let err = verify(dir.path(), &trust, &allow(Some(7))).unwrap_err();
     assert_eq!(
         err.to_string(),
-        "the log holds 6 records but 7 were expected (records removed at the end)"
+        "the log holds 6 records but 7 were expected (1 record fewer than expected: records were removed at the end)"
     );
+}
+
+/// Regression (issue 8 §6): more records than expected used to be reported as "records
+/// removed at the end".
+#[test]
+fn expect_size_says_whether_the_log_has_more_or_fewer_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let trust = build(dir.path(), 37, window());
+    let expect = |n| VerifyOptions {
+        expect_size: Some(n),
+        ..Default::default()
+    };
+    assert_eq!(
+        verify(dir.path(), &trust, &expect(30)).unwrap_err().to_string(),
+        "the log holds 37 records but 30 were expected (7 more records than expected: records were appended after that size)"
+    );
+    assert_eq!(
+        verify(dir.path(), &trust, &expect(40)).unwrap_err().to_string(),
+        "the log holds 37 records but 40 were expected (3 records fewer than expected: records were removed at the end)"
+    );
+    assert_eq!(verify(dir.path(), &trust, &expect(37)).unwrap().records, 37);
 }
 
 #[test]

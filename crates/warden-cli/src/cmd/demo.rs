@@ -98,6 +98,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
         &ctx.trust,
         &VerifyOptions {
             expect_size: Some(ctx.lineage.len()),
+            ..Default::default()
         },
     )?;
     outln!(
@@ -201,6 +202,7 @@ fn lineage_stage(dir: &Path) -> anyhow::Result<DemoContext> {
         &trust,
         &VerifyOptions {
             expect_size: Some(n),
+            ..Default::default()
         },
     )?;
     outln!(

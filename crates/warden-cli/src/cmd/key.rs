@@ -32,7 +32,14 @@ pub enum Command {
         role: Option<Role>,
     },
     /// Print a key's role, name, id and verifier key.
-    Show { key: PathBuf },
+    Show {
+        /// A private key file or a .pub file.
+        key: PathBuf,
+        /// Print only the C2SP signed-note verifier key (`name+hash+base64`), the form Go's
+        /// `sumdb/note` and other note verifiers read.
+        #[arg(long)]
+        verifier: bool,
+    },
 }
 
 pub fn run(command: Command) -> anyhow::Result<()> {
@@ -66,8 +73,12 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Show { key } => {
+        Command::Show { key, verifier } => {
             let (public, role) = load_public(&key)?;
+            if verifier {
+                outln!("{}", public.verifier_string());
+                return Ok(());
+            }
             outln!("role:     {role}");
             outln!("name:     {}", public.name());
             outln!("id:       {}", public.id());

@@ -9,13 +9,16 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::json;
 use warden_keys::{Role, SigningKey, TrustStore};
-use warden_lineage::{RecordDraft, SignedRecord};
+use warden_lineage::{
+    RecordDraft, RecordFault, SignedCheckpoint, SignedRecord, UnsealedTail, VerifyError,
+};
 use warden_merkle::MerkleTree;
 use warden_store::{fs, Cadence, Lineage, StoreOptions, VerifyOptions};
 
 #[derive(Subcommand)]
 pub enum Command {
-    /// Verify every record, chain link, signature and checkpoint; print a one-line summary.
+    /// Verify every record, chain link, signature and checkpoint; print a summary line.
+    /// Unsigned records after the last checkpoint are unauthenticated and fail verification.
     Verify {
         dir: PathBuf,
         /// Trust file (default: trust.toml next to DIR).
@@ -24,6 +27,21 @@ pub enum Command {
         /// Fail unless the log holds exactly N records.
         #[arg(long)]
         expect_size: Option<u64>,
+        /// Accept unsigned records after the last checkpoint (a writer that has not sealed yet,
+        /// or crashed); they are reported as unauthenticated.
+        #[arg(long)]
+        allow_unsealed: bool,
+        /// A checkpoint note seen earlier (`warden lineage checkpoint DIR --out FILE`): fail
+        /// unless the log contains it and its latest checkpoint extends it (consistency proof).
+        #[arg(long, value_name = "FILE")]
+        checkpoint: Option<PathBuf>,
+    },
+    /// Print the latest signed checkpoint (C2SP signed note), to pin with `verify --checkpoint`.
+    Checkpoint {
+        dir: PathBuf,
+        /// Write the note to FILE (default: stdout).
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Print records, as text or JSON lines.
     Show {
@@ -117,34 +135,27 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             dir,
             trust,
             expect_size,
-        } => {
-            if !dir.is_dir() {
-                anyhow::bail!("{}: no such lineage directory", dir.display());
+            allow_unsealed,
+            checkpoint,
+        } => verify_command(&dir, trust, expect_size, allow_unsealed, checkpoint),
+        Command::Checkpoint { dir, out } => {
+            let checkpoints = warden_store::read_checkpoints(&dir)?;
+            let latest = checkpoints
+                .last()
+                .ok_or_else(|| anyhow::anyhow!("{}: no checkpoint yet", dir.display()))?;
+            let note = latest.to_note();
+            match out {
+                Some(path) => {
+                    fs::atomic_write(&path, note.as_bytes())?;
+                    eprintln!(
+                        "wrote checkpoint (size {}, root {}) to {}",
+                        latest.checkpoint.size,
+                        hex::encode(latest.checkpoint.root),
+                        path.display()
+                    );
+                }
+                None => out!("{note}"),
             }
-            let (trust, _) = resolve_trust(&dir, trust)?;
-            let verified = warden_store::verify(&dir, &trust, &VerifyOptions { expect_size })
-                .map_err(|e| {
-                    let text = e.to_string();
-                    let name = dir.display().to_string();
-                    if text.contains(&name) {
-                        anyhow::anyhow!(text)
-                    } else {
-                        anyhow::anyhow!("{name}: {text}")
-                    }
-                })?;
-            let mut line = format!(
-                "ok: {} records, {} checkpoints, root {}",
-                verified.records,
-                verified.checkpoints,
-                hex::encode(verified.root)
-            );
-            if verified.unsealed() > 0 {
-                line.push_str(&format!(
-                    " ({} records after the last checkpoint are chained but not yet signed)",
-                    verified.unsealed()
-                ));
-            }
-            outln!("{line}");
             Ok(())
         }
         Command::Show { dir, json, range } => {
@@ -245,6 +256,86 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn verify_command(
+    dir: &Path,
+    trust: Option<PathBuf>,
+    expect_size: Option<u64>,
+    allow_unsealed: bool,
+    checkpoint: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    if !dir.is_dir() {
+        anyhow::bail!("{}: no such lineage directory", dir.display());
+    }
+    let (trust, _) = resolve_trust(dir, trust)?;
+    let pinned = match &checkpoint {
+        Some(path) => Some(
+            SignedCheckpoint::parse(&fs::read_to_string(path)?)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+        ),
+        None => None,
+    };
+    let options = VerifyOptions {
+        expect_size,
+        unsealed_tail: if allow_unsealed {
+            UnsealedTail::Allow
+        } else {
+            UnsealedTail::Refuse
+        },
+        pinned,
+    };
+    let verified = warden_store::verify(dir, &trust, &options).map_err(|e| {
+        let mut text = e.to_string();
+        if let VerifyError::Record {
+            fault: RecordFault::Unauthenticated { .. },
+            ..
+        } = e
+        {
+            text.push_str(" (--allow-unsealed accepts it, reported as unauthenticated)");
+        }
+        let name = dir.display().to_string();
+        if text.contains(&name) {
+            anyhow::anyhow!(text)
+        } else {
+            anyhow::anyhow!("{name}: {text}")
+        }
+    })?;
+    let mut line = format!(
+        "ok: {} records, {} checkpoints, root {}",
+        verified.records,
+        verified.checkpoints,
+        hex::encode(verified.root)
+    );
+    let unauthenticated = verified.unauthenticated.map_or(0, |u| u.count);
+    let self_signed = verified.unsealed() - unauthenticated;
+    if self_signed > 0 {
+        line.push_str(&format!(
+            " ({self_signed} records after the last checkpoint, each signed)"
+        ));
+    }
+    outln!("{line}");
+    if let Some(pin) = &verified.pinned {
+        outln!(
+            "pinned checkpoint (size {}, root {}): extended by checkpoint size {} (consistency proof of {} hashes verified)",
+            pin.size,
+            hex::encode(pin.root),
+            pin.latest_size,
+            pin.proof.len()
+        );
+    }
+    if let Some(u) = verified.unauthenticated {
+        let which = if u.count == u.last - u.first + 1 {
+            format!("records {} to {}", u.first, u.last)
+        } else {
+            format!("{} of the records {} to {}", u.count, u.first, u.last)
+        };
+        outln!(
+            "warning: {which} are UNAUTHENTICATED: after the last checkpoint, without a signature; anyone with write access to {} could have written them",
+            dir.display()
+        );
+    }
+    Ok(())
 }
 
 fn print_proof(
@@ -352,6 +443,7 @@ fn crash_bench(tmp: &Path, kills: u32) -> anyhow::Result<()> {
             &trust,
             &VerifyOptions {
                 expect_size: Some(records),
+                ..Default::default()
             },
         )
         .with_context(|| format!("after kill {round}: verify"))?;
@@ -444,6 +536,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         &trust,
         &VerifyOptions {
             expect_size: Some(args.records),
+            ..Default::default()
         },
     )?;
     let verify_rate = verified.records as f64 / start.elapsed().as_secs_f64();
