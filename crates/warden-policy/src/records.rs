@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::bundle::Bundle;
 use crate::gate::{Bound, Finding, Rejection, Stats, PROVER};
-use crate::signing::SignedBundle;
+use crate::signing::{SignedBundle, Statement};
 use crate::PolicyError;
 
 pub const ADMISSION_KIND: &str = "policy.admission";
@@ -59,14 +59,18 @@ pub struct RejectionPayload {
 }
 
 pub fn admission_payload(signed: &SignedBundle) -> AdmissionPayload {
-    let s = &signed.statement;
+    admission_payload_of(&signed.statement, signed.statement_digest_hex())
+}
+
+/// The `policy.admission` payload of a signed statement whose bytes hash to `statement_sha256`.
+pub fn admission_payload_of(s: &Statement, statement_sha256: String) -> AdmissionPayload {
     AdmissionPayload {
         bundle: s.name.clone(),
         version: s.version,
         succeeds: s.succeeds,
         version_id: s.version_id.clone(),
         digest: s.digest.clone(),
-        statement_sha256: signed.statement_digest_hex(),
+        statement_sha256,
         prover: s.proof.prover.clone(),
         bound: s.proof.bound,
         checks: s
