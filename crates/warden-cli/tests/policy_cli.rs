@@ -652,6 +652,14 @@ fn an_admission_killed_after_its_lineage_record_completes_when_run_again() {
         out.contains("version 1 is not above the admitted version 1"),
         "{out}"
     );
+    // A directory whose admissions are in a lineage is not admitted into without it.
+    let v2 = write_bundle(&s.dir, "v2.toml", "version = 2\nsucceeds = 1", "");
+    let out = text(&s.admit_with(&v2, false, &[]));
+    assert!(
+        out.contains("its admissions are recorded in a lineage (record 0 admits assistant@v1+"),
+        "{out}"
+    );
+    assert!(!s.file("history/v2.admitted.json").exists());
 }
 
 #[test]

@@ -69,7 +69,7 @@ use warden_keys::{Role, SigningKey, TrustStore};
 
 use crate::bundle::Bundle;
 use crate::gate::{prove, Bound, Rejection};
-use crate::records::{self, AdmissionPayload, RejectionPayload, ADMISSION_KIND, REJECTION_KIND};
+use crate::records::{self, AdmissionPayload, ADMISSION_KIND, REJECTION_KIND};
 use crate::signing::{self, VerifiedBundle};
 use crate::PolicyError;
 
@@ -245,8 +245,8 @@ struct Survey {
     above: Vec<VerifiedBundle>,
     /// `policy.admission` records of this name after the head's own record.
     admissions: Vec<(u64, AdmissionPayload)>,
-    /// `policy.rejection` records of this name after the head's own record.
-    rejections: Vec<(u64, RejectionPayload)>,
+    /// `policy.rejection` records of this name after the head's own record (raw payloads).
+    rejections: Vec<(u64, serde_json::Value)>,
 }
 
 impl Survey {
@@ -362,9 +362,7 @@ impl Survey {
                         admissions.push((index, payload));
                     }
                 } else if record.kind == REJECTION_KIND {
-                    let payload: RejectionPayload =
-                        serde_json::from_value(record.payload).map_err(malformed)?;
-                    rejections.push((index, payload));
+                    rejections.push((index, record.payload));
                 }
             }
         }
@@ -582,22 +580,9 @@ impl<'a> Workflow<'a> {
         let views = survey
             .rejections
             .iter()
-            .map(|(index, p)| (*index, REJECTION_KIND, p));
+            .map(|(index, payload)| (*index, REJECTION_KIND, payload));
+        records::check_resubmission(views, bundle, acknowledge)?;
         let acknowledged = acknowledge.is_some_and(|a| !a.trim().is_empty());
-        let prior = views
-            .filter(|(_, _, p)| p.digest == digest)
-            .map(|(i, _, _)| i)
-            .max();
-        if let (Some(index), false) = (prior, acknowledged) {
-            return Err(PolicyError::Succession {
-                name: bundle.name.clone(),
-                version: bundle.version,
-                reason: format!(
-                    "this exact bundle (digest {}) was rejected at lineage record {index}; change it, or resubmit with --acknowledge \"what was revisited\"",
-                    &digest[..16]
-                ),
-            });
-        }
         let rejected = rejected_file(&digest);
         let was_rejected = self
             .files
@@ -736,7 +721,7 @@ impl<'a> Workflow<'a> {
             (Some(index), _) => Some(index),
             (None, Some(log)) => {
                 let payload =
-                    records::admission_payload_of(statement, verified.statement_digest_hex());
+                    records::admission_payload(statement, verified.statement_digest_hex());
                 let value = serde_json::to_value(&payload).map_err(|e| PolicyError::Malformed {
                     origin: file.clone(),
                     reason: e.to_string(),

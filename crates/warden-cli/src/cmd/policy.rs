@@ -803,10 +803,11 @@ pub fn demo_stage(ctx: &mut super::demo::DemoContext) -> anyhow::Result<()> {
         })
     };
     outln!(
-        "$ warden policy admit {} --key {} --out {}",
+        "$ warden policy admit {} --key {} --out {} --trust {}",
         sample_path.display(),
         ctx.key_paths.policy.display(),
-        out.display()
+        out.display(),
+        ctx.trust_path.display()
     );
     if let Admission::Rejected(message) = request(&sample_path, None)? {
         anyhow::bail!("the demo's sample bundle was rejected: {message}")
@@ -874,7 +875,12 @@ pub fn demo_stage(ctx: &mut super::demo::DemoContext) -> anyhow::Result<()> {
         Ok(_) => anyhow::bail!("a fork of the version history was accepted"),
     }
 
-    outln!("\n$ warden policy eval {} --set ...", out.display());
+    outln!(
+        "\n$ warden policy eval {} --trust {} --lineage {} --set ...",
+        out.display(),
+        ctx.trust_path.display(),
+        ctx.lineage_dir.display()
+    );
     let log = LineageLog::Append {
         lineage: &ctx.lineage,
         key: &ctx.keys.policy,
