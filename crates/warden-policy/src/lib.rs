@@ -12,8 +12,12 @@
 //! 4. [`AdmittedBundle::load`] verifies the signature once and compiles the predicates to a flat
 //!    form; [`evaluate`] then judges transitions without allocating.
 //!
-//! This crate does no IO: the CLI reads and writes files and appends the `policy.admission` /
-//! `policy.rejection` records described in [`records`].
+//! 5. [`admission::Workflow`] runs steps 1–3 over one bundle directory and the lineage (head
+//!    resolution, rejection memory, write order, crash recovery), and [`admission::resolve_head`]
+//!    is what a runtime loads: never a lower version than the highest it can verify.
+//!
+//! This crate does no IO: the caller supplies the directory's files and the lineage through
+//! [`admission::BundleFiles`] and [`admission::PolicyLog`]; the record payloads are in [`records`].
 //!
 //! ```
 //! use std::time::SystemTime;
@@ -61,6 +65,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod admission;
 pub mod bundle;
 mod encode;
 pub mod eval;
@@ -105,6 +110,34 @@ pub enum PolicyError {
         name: String,
         version: u64,
         reason: String,
+    },
+    #[error("signing key {key} is refused: {source}")]
+    UntrustedSigner {
+        key: String,
+        #[source]
+        source: warden_keys::KeyError,
+    },
+    #[error("{location}: {reason}")]
+    Directory { location: String, reason: String },
+    #[error("{location}: bundle `{name}` version {running} is not the highest admitted version: version {admitted} is admitted ({evidence}); refusing version {running} (if the admission of version {admitted} was interrupted, re-run it to complete it)")]
+    RolledBack {
+        location: String,
+        name: String,
+        running: u64,
+        admitted: u64,
+        evidence: String,
+    },
+    #[error("{location}: version {version} would fork the history: {reason}")]
+    Fork {
+        location: String,
+        version: u64,
+        reason: String,
+    },
+    #[error("{what}: {source}")]
+    Storage {
+        what: String,
+        #[source]
+        source: admission::StorageError,
     },
     #[error("transition: {0}")]
     Transition(String),

@@ -1,5 +1,5 @@
 //! The `policy.admission` and `policy.rejection` lineage record payloads, and the lookups the
-//! authoring workflow makes over earlier records (resubmission, the admitted head version).
+//! resubmission rule the admission workflow applies to earlier records.
 //!
 //! The crate does no IO: callers pass `(record index, kind, payload)` triples read from the
 //! lineage, and append the payloads built here.
@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::bundle::Bundle;
 use crate::gate::{Bound, Finding, Rejection, Stats, PROVER};
-use crate::signing::SignedBundle;
+use crate::signing::Statement;
 use crate::PolicyError;
 
 pub const ADMISSION_KIND: &str = "policy.admission";
@@ -58,15 +58,15 @@ pub struct RejectionPayload {
     pub acknowledge: Option<String>,
 }
 
-pub fn admission_payload(signed: &SignedBundle) -> AdmissionPayload {
-    let s = &signed.statement;
+/// The `policy.admission` payload of a signed statement whose bytes hash to `statement_sha256`.
+pub fn admission_payload(s: &Statement, statement_sha256: String) -> AdmissionPayload {
     AdmissionPayload {
         bundle: s.name.clone(),
         version: s.version,
         succeeds: s.succeeds,
         version_id: s.version_id.clone(),
         digest: s.digest.clone(),
-        statement_sha256: signed.statement_digest_hex(),
+        statement_sha256,
         prover: s.proof.prover.clone(),
         bound: s.proof.bound,
         checks: s
@@ -156,20 +156,6 @@ pub fn check_resubmission<'a>(
     }
 }
 
-/// The highest admitted version of bundle `name` recorded in the lineage.
-pub fn admitted_head<'a>(
-    records: impl IntoIterator<Item = RecordView<'a>>,
-    name: &str,
-) -> Option<u64> {
-    records
-        .into_iter()
-        .filter(|(_, kind, payload)| {
-            *kind == ADMISSION_KIND && payload.get("bundle").and_then(|b| b.as_str()) == Some(name)
-        })
-        .filter_map(|(_, _, payload)| payload.get("version").and_then(|v| v.as_u64()))
-        .max()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,19 +181,5 @@ mod tests {
         // A changed bundle is a different digest and needs no acknowledgement.
         let changed = Bundle::parse(&TEXT.replace("<= 40", "<= 60"), "b.toml").unwrap();
         assert!(check_resubmission(records, &changed, None).is_ok());
-    }
-
-    #[test]
-    fn the_head_is_the_highest_admitted_version_of_that_name() {
-        let a1 = serde_json::json!({"bundle": "a", "version": 1});
-        let a2 = serde_json::json!({"bundle": "a", "version": 2});
-        let b5 = serde_json::json!({"bundle": "b", "version": 5});
-        let records = [
-            (0, ADMISSION_KIND, &a1),
-            (1, ADMISSION_KIND, &a2),
-            (2, ADMISSION_KIND, &b5),
-        ];
-        assert_eq!(admitted_head(records, "a"), Some(2));
-        assert_eq!(admitted_head(records, "c"), None);
     }
 }

@@ -85,6 +85,60 @@ struct Envelope {
     signature: String,
 }
 
+/// Signs `canonical` under `domain` and returns the envelope file's bytes (pretty JSON + newline).
+pub(crate) fn seal(domain: &[u8], canonical: &[u8], key: &SigningKey) -> Vec<u8> {
+    let mut message = domain.to_vec();
+    message.extend_from_slice(canonical);
+    let signature = key.sign(&message);
+    let envelope = Envelope {
+        payload: BASE64.encode(canonical),
+        signer: key.key_ref(),
+        signature: BASE64.encode(signature.0),
+    };
+    let mut bytes = serde_json::to_vec_pretty(&envelope).unwrap_or_default();
+    bytes.push(b'\n');
+    bytes
+}
+
+/// Checks an envelope's policy-authority signature under `domain` through `trust`; returns the
+/// signed payload bytes and the signer. `what` names the envelope kind in errors.
+pub(crate) fn unseal(
+    bytes: &[u8],
+    domain: &[u8],
+    what: &str,
+    origin: &str,
+    trust: &TrustStore,
+) -> Result<(Vec<u8>, KeyRef), PolicyError> {
+    let malformed = |reason: String| PolicyError::Malformed {
+        origin: origin.to_string(),
+        reason,
+    };
+    let envelope: Envelope = serde_json::from_slice(bytes)
+        .map_err(|e| malformed(format!("not a signed {what} envelope: {e}")))?;
+    let payload = BASE64
+        .decode(&envelope.payload)
+        .map_err(|_| malformed("payload is not base64".into()))?;
+    let signature = BASE64
+        .decode(&envelope.signature)
+        .ok()
+        .and_then(|s| Signature::from_slice(&s))
+        .ok_or_else(|| malformed("signature is not 64 bytes of base64".into()))?;
+    let mut message = domain.to_vec();
+    message.extend_from_slice(&payload);
+    trust
+        .verify(
+            &envelope.signer,
+            Role::PolicyAuthority,
+            &message,
+            &signature,
+        )
+        .map_err(|source| PolicyError::Signature {
+            origin: origin.to_string(),
+            source,
+        })?;
+    Ok((payload, envelope.signer))
+}
+
 /// A freshly signed bundle, ready to be written.
 #[derive(Debug, Clone)]
 pub struct SignedBundle {
@@ -159,14 +213,7 @@ pub fn admit(
         acknowledge: acknowledge.map(str::to_string),
     };
     let canonical = statement.canonical_bytes();
-    let signature = key.sign(&Statement::signing_message(&canonical));
-    let envelope = Envelope {
-        payload: BASE64.encode(&canonical),
-        signer: key.key_ref(),
-        signature: BASE64.encode(signature.0),
-    };
-    let mut bytes = serde_json::to_vec_pretty(&envelope).unwrap_or_default();
-    bytes.push(b'\n');
+    let bytes = seal(SIGNING_DOMAIN, &canonical, key);
     Ok(SignedBundle {
         statement,
         envelope: bytes,
@@ -193,27 +240,7 @@ impl VerifiedBundle {
             origin: origin.to_string(),
             reason,
         };
-        let envelope: Envelope = serde_json::from_slice(bytes)
-            .map_err(|e| malformed(format!("not a signed policy bundle envelope: {e}")))?;
-        let payload = BASE64
-            .decode(&envelope.payload)
-            .map_err(|_| malformed("payload is not base64".into()))?;
-        let signature = BASE64
-            .decode(&envelope.signature)
-            .ok()
-            .and_then(|s| Signature::from_slice(&s))
-            .ok_or_else(|| malformed("signature is not 64 bytes of base64".into()))?;
-        trust
-            .verify(
-                &envelope.signer,
-                Role::PolicyAuthority,
-                &Statement::signing_message(&payload),
-                &signature,
-            )
-            .map_err(|source| PolicyError::Signature {
-                origin: origin.to_string(),
-                source,
-            })?;
+        let (payload, signer) = unseal(bytes, SIGNING_DOMAIN, "policy bundle", origin, trust)?;
         let statement: Statement = serde_json::from_slice(&payload)
             .map_err(|e| malformed(format!("signed statement does not decode: {e}")))?;
         if statement.canonical_bytes() != payload {
@@ -227,7 +254,7 @@ impl VerifiedBundle {
                 statement.statement_type
             )));
         }
-        if statement.signer != envelope.signer {
+        if statement.signer != signer {
             return Err(malformed(
                 "the envelope's signer differs from the statement's".into(),
             ));

@@ -6,7 +6,9 @@
 
 use std::fmt;
 
-/// The deepest nesting of sub-expressions accepted (parentheses, `not`, operators).
+/// The deepest nesting accepted. Each parenthesis, `not`, unary `-`, `=>`, arithmetic operator
+/// (`+`, `-`, `*`: chains are left-nested) and each `and`/`or` chain (one level however long)
+/// is a level.
 pub const MAX_DEPTH: usize = 128;
 
 /// The largest integer literal accepted, in absolute value.
@@ -112,8 +114,10 @@ pub enum ExprKind {
     Bool(bool),
     List(Vec<Expr>),
     Not(Box<Expr>),
-    And(Box<Expr>, Box<Expr>),
-    Or(Box<Expr>, Box<Expr>),
+    /// A flat chain `a and b and …` (two or more items): one nesting level however long.
+    And(Vec<Expr>),
+    /// A flat chain `a or b or …` (two or more items): one nesting level however long.
+    Or(Vec<Expr>),
     Implies(Box<Expr>, Box<Expr>),
     Cmp(CmpOp, Box<Expr>, Box<Expr>),
     In(Box<Expr>, Box<Expr>),
@@ -293,6 +297,13 @@ fn node(kind: ExprKind, start: usize, end: usize) -> Expr {
     Expr { kind, start, end }
 }
 
+/// An n-ary node over `items` (at least one), spanning from the first item to the last.
+fn chain(items: Vec<Expr>, make: fn(Vec<Expr>) -> ExprKind) -> Expr {
+    let start = items.first().map_or(0, |item| item.start);
+    let end = items.last().map_or(0, |item| item.end);
+    node(make(items), start, end)
+}
+
 impl Parser {
     fn peek(&self) -> &Tok {
         &self.tokens[self.idx.min(self.tokens.len() - 1)].0
@@ -337,52 +348,54 @@ impl Parser {
         }
     }
 
-    /// `a => b` is right-associative and binds loosest.
+    /// `a => b` is right-associative and binds loosest; each `=>` is one nesting level.
     fn implies(&mut self) -> Result<Expr, SyntaxError> {
-        self.enter()?;
         let lhs = self.or()?;
-        let result = if *self.peek() == Tok::Implies {
-            self.bump();
-            let rhs = self.implies()?;
-            let (start, end) = (lhs.start, rhs.end);
-            Ok(node(
-                ExprKind::Implies(Box::new(lhs), Box::new(rhs)),
-                start,
-                end,
-            ))
-        } else {
-            Ok(lhs)
-        };
+        if *self.peek() != Tok::Implies {
+            return Ok(lhs);
+        }
+        self.enter()?;
+        self.bump();
+        let rhs = self.implies()?;
         self.leave();
-        result
+        let (start, end) = (lhs.start, rhs.end);
+        Ok(node(
+            ExprKind::Implies(Box::new(lhs), Box::new(rhs)),
+            start,
+            end,
+        ))
     }
 
+    /// A chain of `or` is one n-ary node and one nesting level, however many items it has.
     fn or(&mut self) -> Result<Expr, SyntaxError> {
-        let entered = self.depth;
-        let mut lhs = self.and()?;
-        while *self.peek() == Tok::Or {
-            self.enter()?;
-            self.bump();
-            let rhs = self.and()?;
-            let (start, end) = (lhs.start, rhs.end);
-            lhs = node(ExprKind::Or(Box::new(lhs), Box::new(rhs)), start, end);
+        let first = self.and()?;
+        if *self.peek() != Tok::Or {
+            return Ok(first);
         }
-        self.depth = entered;
-        Ok(lhs)
+        self.enter()?;
+        let mut items = vec![first];
+        while *self.peek() == Tok::Or {
+            self.bump();
+            items.push(self.and()?);
+        }
+        self.leave();
+        Ok(chain(items, ExprKind::Or))
     }
 
+    /// A chain of `and` is one n-ary node and one nesting level, however many items it has.
     fn and(&mut self) -> Result<Expr, SyntaxError> {
-        let entered = self.depth;
-        let mut lhs = self.not()?;
-        while *self.peek() == Tok::And {
-            self.enter()?;
-            self.bump();
-            let rhs = self.not()?;
-            let (start, end) = (lhs.start, rhs.end);
-            lhs = node(ExprKind::And(Box::new(lhs), Box::new(rhs)), start, end);
+        let first = self.not()?;
+        if *self.peek() != Tok::And {
+            return Ok(first);
         }
-        self.depth = entered;
-        Ok(lhs)
+        self.enter()?;
+        let mut items = vec![first];
+        while *self.peek() == Tok::And {
+            self.bump();
+            items.push(self.not()?);
+        }
+        self.leave();
+        Ok(chain(items, ExprKind::And))
     }
 
     fn not(&mut self) -> Result<Expr, SyntaxError> {
@@ -582,8 +595,19 @@ fn write_canonical(expr: &Expr, out: &mut String) {
             out.push_str("not ");
             write_canonical(inner, out);
         }
-        ExprKind::And(lhs, rhs) => binary(out, lhs, "and", rhs),
-        ExprKind::Or(lhs, rhs) => binary(out, lhs, "or", rhs),
+        ExprKind::And(items) | ExprKind::Or(items) => {
+            let op = if matches!(expr.kind, ExprKind::And(_)) {
+                " and "
+            } else {
+                " or "
+            };
+            for (idx, item) in items.iter().enumerate() {
+                if idx > 0 {
+                    out.push_str(op);
+                }
+                write_canonical(item, out);
+            }
+        }
         ExprKind::Implies(lhs, rhs) => binary(out, lhs, "=>", rhs),
         ExprKind::Cmp(op, lhs, rhs) => binary(out, lhs, &op.to_string(), rhs),
         ExprKind::In(lhs, rhs) => binary(out, lhs, "in", rhs),
@@ -626,10 +650,11 @@ mod tests {
         let ExprKind::Implies(lhs, _) = expr.kind else {
             panic!("expected => at the root")
         };
-        let ExprKind::Or(_, rhs) = lhs.kind else {
+        let ExprKind::Or(items) = lhs.kind else {
             panic!("expected or under =>")
         };
-        assert!(matches!(rhs.kind, ExprKind::And(_, _)));
+        assert_eq!(items.len(), 2);
+        assert!(matches!(&items[1].kind, ExprKind::And(and) if and.len() == 2));
     }
 
     #[test]
@@ -664,9 +689,27 @@ mod tests {
         assert!(err.message.contains("nested deeper than 128"));
         let text = format!("{}a", "not ".repeat(10_000));
         assert!(parse(&text).is_err());
-        let text = vec!["a == 1"; 10_000].join(" or ");
-        assert!(parse(&text).is_err());
+        // Arithmetic chains count one level per operator (the type checker folds them recursively).
         let text = format!("x == {}", vec!["1"; 10_000].join(" + "));
         assert!(parse(&text).is_err());
+    }
+
+    /// Regression: a flat 129-term `and` was refused as "nested deeper than 128 levels"; a chain
+    /// of `and`/`or` is one level however long, while 129 real levels are still refused.
+    #[test]
+    fn a_flat_chain_of_and_or_is_one_level_not_one_per_term() {
+        let flat = vec!["a == 1"; 129].join(" and ");
+        let expr = parse(&flat).unwrap();
+        assert!(matches!(&expr.kind, ExprKind::And(items) if items.len() == 129));
+        assert_eq!(to_canonical(&expr), flat);
+        let wide = vec!["a == 1 and b == 2"; 10_000].join(" or ");
+        let expr = parse(&wide).unwrap();
+        assert!(matches!(&expr.kind, ExprKind::Or(items) if items.len() == 10_000));
+        assert_eq!(to_canonical(&expr), wide);
+        // Real nesting still counts: 128 parentheses are accepted, 129 refused.
+        let deep = |levels: usize| format!("{}a == 1{}", "(".repeat(levels), ")".repeat(levels));
+        assert!(parse(&deep(128)).is_ok());
+        let err = parse(&deep(129)).unwrap_err();
+        assert!(err.message.contains("nested deeper than 128"), "{err:?}");
     }
 }

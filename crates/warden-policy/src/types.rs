@@ -287,14 +287,18 @@ pub fn check_bool(expr: &Expr, vocab: &Vocabulary) -> Result<Formula, TypeError>
         ExprKind::Bool(value) => Ok(Formula::Const(*value)),
         ExprKind::Paren(inner) => check_bool(inner, vocab),
         ExprKind::Not(inner) => Ok(Formula::Not(Box::new(check_bool(inner, vocab)?))),
-        ExprKind::And(lhs, rhs) => Ok(Formula::And(vec![
-            check_bool(lhs, vocab)?,
-            check_bool(rhs, vocab)?,
-        ])),
-        ExprKind::Or(lhs, rhs) => Ok(Formula::Or(vec![
-            check_bool(lhs, vocab)?,
-            check_bool(rhs, vocab)?,
-        ])),
+        ExprKind::And(items) => Ok(Formula::And(
+            items
+                .iter()
+                .map(|item| check_bool(item, vocab))
+                .collect::<Result<_, _>>()?,
+        )),
+        ExprKind::Or(items) => Ok(Formula::Or(
+            items
+                .iter()
+                .map(|item| check_bool(item, vocab))
+                .collect::<Result<_, _>>()?,
+        )),
         ExprKind::Implies(lhs, rhs) => Ok(Formula::Or(vec![
             Formula::Not(Box::new(check_bool(lhs, vocab)?)),
             check_bool(rhs, vocab)?,

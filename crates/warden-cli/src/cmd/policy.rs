@@ -1,10 +1,10 @@
 //! `warden policy …`: check, admit and evaluate policy bundles; `warden bench policy`; the demo's
 //! policy stage.
 //!
-//! An output directory holds one bundle's admitted history: `bundle.admitted.json` (the head, a
-//! signed envelope), `history/vN.admitted.json` (every admitted version),
-//! `bundle.canonical.toml` (the head's canonical text, for reading) and `rejected/<digest>.json`
-//! (the gate's rejections, so resubmission needs `--acknowledge` even without a lineage).
+//! An output directory holds one bundle's admitted history (the layout, the write order and the
+//! recovery rules are `warden_policy::admission`'s contract): this file supplies the directory's
+//! files ([`DirFiles`]) and the lineage ([`LineageLog`]) to `admission::Workflow` and
+//! `admission::resolve_head`, and prints.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,15 +13,14 @@ use std::time::{Instant, SystemTime};
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
 use warden_keys::{Role, SigningKey, TrustStore};
-use warden_lineage::RecordDraft;
+use warden_lineage::{RecordDraft, SignedRecord};
+use warden_policy::admission::{
+    self, BundleFiles, LoggedRecord, Outcome, PolicyLog, StorageError, Workflow,
+};
 use warden_policy::gate::Finding;
-use warden_policy::records::{self, ADMISSION_KIND, REJECTION_KIND};
-use warden_policy::signing::{self, SignedBundle};
+use warden_policy::signing::{self, Statement};
 use warden_policy::{evaluate, prove, AdmittedBundle, Bound, Bundle, Verdict, VerifiedBundle};
 use warden_store::{fs, Lineage, StoreOptions};
-
-/// The head of an output directory.
-const HEAD_FILE: &str = "bundle.admitted.json";
 
 /// Solver bound flags, shared by `check` and `admit`.
 #[derive(Args, Clone, Copy)]
@@ -60,34 +59,43 @@ pub enum Command {
         /// The output directory (one bundle's admitted history).
         #[arg(long)]
         out: PathBuf,
-        /// The lineage to record the admission or rejection in (created if missing).
+        /// The lineage to record the admission or rejection in (created if missing). Once a
+        /// directory's admissions are recorded in a lineage, later admissions need it too.
         #[arg(long)]
         lineage: Option<PathBuf>,
-        /// Trust file: the key must be trusted as policy-authority, and so must the signer of
-        /// the version already in DIR (default: trust only the signing key).
+        /// Trust file: the key must be trusted as policy-authority (checked before anything is
+        /// written), and so must the signers of what DIR already holds.
         #[arg(long)]
-        trust: Option<PathBuf>,
+        trust: PathBuf,
         /// Required to resubmit a bundle digest the lineage already rejected: what was revisited.
         #[arg(long)]
         acknowledge: Option<String>,
         #[command(flatten)]
         bound: BoundArgs,
     },
-    /// Evaluate one transition against an admitted bundle (DIR or its envelope file).
+    /// Evaluate one transition against the head of an admitted bundle directory (checked against
+    /// its signed head record, its history and, with --lineage, the lineage).
     Eval {
         admitted: PathBuf,
         /// Trust file; the bundle's signer must be trusted as policy-authority.
         #[arg(long)]
         trust: PathBuf,
+        /// Also refuse the head if the lineage admitted a later version (read-only).
+        #[arg(long)]
+        lineage: Option<PathBuf>,
         /// Attribute values, `name=value` (sets: comma-separated elements, may be empty).
         #[arg(long = "set", value_name = "NAME=VALUE")]
         set: Vec<String>,
     },
-    /// Print an admitted bundle's statement: version, proof summary, signer.
+    /// Print an admitted bundle's statement: version, proof summary, signer. DIR is checked as
+    /// for eval; a single statement file (e.g. from history/) only has its signature checked.
     Show {
         admitted: PathBuf,
         #[arg(long)]
         trust: PathBuf,
+        /// Also refuse DIR's head if the lineage admitted a later version (read-only).
+        #[arg(long)]
+        lineage: Option<PathBuf>,
     },
 }
 
@@ -150,14 +158,10 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             bound,
         } => {
             let key = Arc::new(fs::load_signing_key(&key)?);
-            let trust = match trust {
-                Some(path) => fs::load_trust(&path)?,
-                None => {
-                    let mut implicit = TrustStore::new();
-                    implicit.add(Role::PolicyAuthority, key.public().clone());
-                    implicit
-                }
-            };
+            let trust = fs::load_trust(&trust)?;
+            // The key is checked against the trust file before anything (the lineage, DIR) is
+            // created or written.
+            admission::check_signing_key(&key, &trust)?;
             let lineage = match lineage {
                 Some(dir) => Some(Lineage::open_or_create(
                     &dir,
@@ -179,10 +183,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
                 lineage.close()?;
             }
             match outcome? {
-                Admission::Admitted(signed) => {
-                    print_admission(&signed, &out);
-                    Ok(())
-                }
+                Admission::Admitted => Ok(()),
                 Admission::Rejected(message) => {
                     anyhow::bail!("{}: rejected: {message}", bundle.display())
                 }
@@ -191,10 +192,12 @@ pub fn run(command: Command) -> anyhow::Result<()> {
         Command::Eval {
             admitted,
             trust,
+            lineage,
             set,
         } => {
             let trust = fs::load_trust(&trust)?;
-            let bundle = load_admitted(&admitted, &trust)?;
+            let log = read_only_log(lineage.as_deref())?;
+            let bundle = load_admitted(&admitted, &trust, log.as_ref().map(|l| l as _))?;
             let mut builder = bundle.transition();
             for item in &set {
                 let (name, value) = item
@@ -207,10 +210,28 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             outln!("{}", describe_verdict(&verdict));
             Ok(())
         }
-        Command::Show { admitted, trust } => {
+        Command::Show {
+            admitted,
+            trust,
+            lineage,
+        } => {
             let trust = fs::load_trust(&trust)?;
-            let bundle = load_admitted(&admitted, &trust)?;
-            let statement = bundle.verified().statement();
+            let verified = if admitted.is_dir() {
+                let log = read_only_log(lineage.as_deref())?;
+                admission::resolve_head(
+                    &DirFiles { dir: &admitted },
+                    &trust,
+                    log.as_ref().map(|l| l as _),
+                )?
+            } else {
+                let bytes = std::fs::read(&admitted)
+                    .with_context(|| format!("{}: cannot read", admitted.display()))?;
+                let verified =
+                    VerifiedBundle::verify(&bytes, &admitted.display().to_string(), &trust)?;
+                outln!("(a single statement file: its signature is checked, not whether it is the head)");
+                verified
+            };
+            let statement = verified.statement();
             outln!(
                 "bundle:      {} version {}",
                 statement.name,
@@ -255,19 +276,151 @@ fn read_bundle(path: &Path) -> anyhow::Result<Bundle> {
     Ok(Bundle::parse(&text, &path.display().to_string())?)
 }
 
-/// Loads and verifies an admitted bundle from its directory or envelope file.
-pub fn load_admitted(path: &Path, trust: &TrustStore) -> anyhow::Result<AdmittedBundle> {
-    let file = if path.is_dir() {
-        path.join(HEAD_FILE)
-    } else {
-        path.to_path_buf()
-    };
-    let bytes = std::fs::read(&file).with_context(|| format!("{}: cannot read", file.display()))?;
-    Ok(AdmittedBundle::load(
-        &bytes,
-        &file.display().to_string(),
-        trust,
-    )?)
+/// Loads the head of an admitted bundle directory: verified, checked against the directory's
+/// signed head record and history (and the lineage, if given), compiled.
+pub fn load_admitted(
+    dir: &Path,
+    trust: &TrustStore,
+    log: Option<&dyn PolicyLog>,
+) -> anyhow::Result<AdmittedBundle> {
+    if !dir.is_dir() {
+        anyhow::bail!(
+            "{}: not a bundle directory (give the directory `policy admit --out` wrote: a single statement file cannot be checked against its signed head)",
+            dir.display()
+        );
+    }
+    let verified = admission::resolve_head(&DirFiles { dir }, trust, log)?;
+    Ok(AdmittedBundle::compile(verified))
+}
+
+/// A bundle directory on disk.
+pub struct DirFiles<'a> {
+    pub dir: &'a Path,
+}
+
+impl BundleFiles for DirFiles<'_> {
+    fn read(&self, name: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        match std::fs::read(self.dir.join(name)) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(err) => Err(Box::new(err)),
+        }
+    }
+
+    fn history_versions(&self) -> Result<Vec<u64>, StorageError> {
+        let entries = match std::fs::read_dir(self.dir.join("history")) {
+            Ok(entries) => entries,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(err) => return Err(Box::new(err)),
+        };
+        let mut versions = Vec::new();
+        for entry in entries {
+            let name = entry?.file_name();
+            let version = name
+                .to_str()
+                .and_then(|n| n.strip_prefix('v')?.strip_suffix(".admitted.json"))
+                .and_then(|v| v.parse::<u64>().ok());
+            versions.extend(version);
+        }
+        Ok(versions)
+    }
+
+    /// Temp file, fsync, then a hard link to the final name (which fails if it exists), so the
+    /// file appears complete or not at all and is never replaced.
+    fn create_new(&self, name: &str, bytes: &[u8]) -> Result<(), StorageError> {
+        use std::io::Write as _;
+        let path = self.dir.join(name);
+        let parent = path.parent().unwrap_or(self.dir);
+        std::fs::create_dir_all(parent)?;
+        let tmp = parent.join(format!(".new-{}.tmp", std::process::id()));
+        let result = (|| {
+            let mut file = std::fs::File::create(&tmp)?;
+            file.write_all(bytes)?;
+            file.sync_all()?;
+            std::fs::hard_link(&tmp, &path)?;
+            std::fs::File::open(parent)?.sync_all()
+        })();
+        let _ = std::fs::remove_file(&tmp);
+        Ok(result?)
+    }
+
+    fn replace(&self, name: &str, bytes: &[u8]) -> Result<(), StorageError> {
+        let path = self.dir.join(name);
+        std::fs::create_dir_all(path.parent().unwrap_or(self.dir))?;
+        Ok(fs::atomic_write(&path, bytes)?)
+    }
+
+    fn location(&self) -> String {
+        self.dir.display().to_string()
+    }
+}
+
+/// The lineage as the policy workflow sees it: an open lineage it appends to, or the records of
+/// one read without opening it for appending (eval, show).
+pub enum LineageLog<'a> {
+    Append {
+        lineage: &'a Lineage,
+        key: &'a Arc<SigningKey>,
+    },
+    ReadOnly(Vec<SignedRecord>),
+}
+
+fn read_only_log(dir: Option<&Path>) -> anyhow::Result<Option<LineageLog<'static>>> {
+    Ok(match dir {
+        Some(dir) => Some(LineageLog::ReadOnly(warden_store::read_all(dir)?)),
+        None => None,
+    })
+}
+
+fn logged(record: &SignedRecord) -> Option<LoggedRecord> {
+    record
+        .record
+        .kind
+        .starts_with("policy.")
+        .then(|| LoggedRecord {
+            index: record.record.seq,
+            kind: record.record.kind.clone(),
+            payload: record.record.payload.clone(),
+        })
+}
+
+impl PolicyLog for LineageLog<'_> {
+    fn policy_records_from(&self, from: u64) -> Result<Vec<LoggedRecord>, StorageError> {
+        match self {
+            LineageLog::Append { lineage, .. } => {
+                let len = lineage.len();
+                if from >= len {
+                    return Ok(Vec::new());
+                }
+                Ok(lineage
+                    .read_range(from..len)?
+                    .iter()
+                    .filter_map(logged)
+                    .collect())
+            }
+            LineageLog::ReadOnly(records) => Ok(records
+                .iter()
+                .filter(|r| r.record.seq >= from)
+                .filter_map(logged)
+                .collect()),
+        }
+    }
+
+    fn append(
+        &self,
+        kind: &str,
+        payload: serde_json::Value,
+        policy_version: &str,
+    ) -> Result<u64, StorageError> {
+        match self {
+            LineageLog::Append { lineage, key } => {
+                let draft =
+                    RecordDraft::new(kind, payload).with_policy_version(policy_version.to_string());
+                Ok(lineage.append(draft, key)?.index)
+            }
+            LineageLog::ReadOnly(_) => Err("the lineage was opened read-only".into()),
+        }
+    }
 }
 
 fn describe_verdict(verdict: &Verdict<'_>) -> String {
@@ -324,22 +477,20 @@ fn print_rejection(rejection: &warden_policy::Rejection) {
     }
 }
 
-fn print_admission(signed: &SignedBundle, out: &Path) {
-    let s = &signed.statement;
+fn print_admission(statement: &Statement, n_predicates: usize, out: &Path) {
     outln!(
-        "admitted {} ({} predicates) into {}",
-        s.version_id,
-        count_predicates(&s.canonical_text),
+        "admitted {} ({n_predicates} predicates) into {}",
+        statement.version_id,
         out.display()
     );
-    for (check, line) in &s.proof.checks {
+    for (check, line) in &statement.proof.checks {
         outln!("  {check:<20} {line}");
     }
-    outln!("  signed by {} at {}", s.signer, s.admitted_at);
-}
-
-fn count_predicates(canonical: &str) -> usize {
-    canonical.matches("[[predicate]]").count()
+    outln!(
+        "  signed by {} at {}",
+        statement.signer,
+        statement.admitted_at
+    );
 }
 
 /// Everything an admission needs.
@@ -353,132 +504,68 @@ pub struct AdmitRequest<'a> {
     pub bound: Bound,
 }
 
-/// The gate's answer: admitted (signed and written), or rejected by a check (recorded).
+/// The gate's answer: admitted (signed, written and printed), or rejected by a check (recorded).
 pub enum Admission {
-    Admitted(Box<SignedBundle>),
+    Admitted,
     Rejected(String),
 }
 
-/// Parses, checks succession and resubmission, proves, signs, writes and records. Refusals
-/// before the gate (parse errors, untrusted keys, version order, unacknowledged resubmission)
-/// are errors; the gate's rejections are recorded in the lineage and returned.
+/// Runs `admission::Workflow` over the output directory and the lineage, and prints. Refusals
+/// before the gate (parse errors, untrusted keys, version order, unacknowledged resubmission, an
+/// inconsistent directory) are errors; the gate's rejections are recorded and returned.
 pub fn admit_bundle(request: &AdmitRequest<'_>) -> anyhow::Result<Admission> {
-    let key = request.key;
-    if key.role() != Role::PolicyAuthority {
-        anyhow::bail!(
-            "{}: key {} has role {}, expected policy-authority",
-            request.bundle_path.display(),
-            key.key_ref(),
-            key.role()
-        );
-    }
-    request
-        .trust
-        .trusted_for(&key.key_ref(), Role::PolicyAuthority)
-        .with_context(|| "the signing key is refused")?;
     let bundle = read_bundle(request.bundle_path)?;
-
-    // What has been admitted before: the lineage's records and the directory's verified head.
-    let records = match request.lineage {
-        Some(lineage) => lineage.read_range(0..lineage.len())?,
-        None => Vec::new(),
-    };
-    let views = || {
-        records
-            .iter()
-            .map(|r| (r.record.seq, r.record.kind.as_str(), &r.record.payload))
-    };
-    records::check_resubmission(views(), &bundle, request.acknowledge)?;
-    // Without a lineage the output directory remembers rejections, so the rule still holds.
-    let rejected_path = request
-        .out
-        .join("rejected")
-        .join(format!("{}.json", bundle.digest_hex()));
-    let acknowledged = request.acknowledge.is_some_and(|a| !a.trim().is_empty());
-    if rejected_path.exists() && !acknowledged {
-        anyhow::bail!(
-            "bundle `{}` version {} refused: this exact bundle was rejected before ({}); change it, or resubmit with --acknowledge \"what was revisited\"",
-            bundle.name,
-            bundle.version,
-            rejected_path.display()
-        );
-    }
-    let head_path = request.out.join(HEAD_FILE);
-    let dir_head = if head_path.exists() {
-        let bytes = std::fs::read(&head_path)
-            .with_context(|| format!("{}: cannot read", head_path.display()))?;
-        let head = VerifiedBundle::verify(&bytes, &head_path.display().to_string(), request.trust)
-            .context(
-                "the admitted head in the output directory does not verify; refusing to succeed it",
-            )?;
-        if head.statement().name != bundle.name {
-            anyhow::bail!(
-                "{} holds bundle `{}`, not `{}`: use another --out",
-                request.out.display(),
-                head.statement().name,
-                bundle.name
-            );
-        }
-        Some(head.statement().version)
-    } else {
-        None
-    };
-    let head = dir_head.max(records::admitted_head(views(), &bundle.name));
-    signing::check_succession(&bundle, head)?;
-
-    match prove(&bundle, &request.bound) {
-        Err(rejection) => {
+    let files = DirFiles { dir: request.out };
+    let log = request.lineage.map(|lineage| LineageLog::Append {
+        lineage,
+        key: request.key,
+    });
+    let workflow = Workflow::new(
+        &files,
+        log.as_ref().map(|l| l as _),
+        request.key,
+        request.trust,
+    )?;
+    let outcome = workflow.admit(
+        &bundle,
+        request.acknowledge,
+        &request.bound,
+        SystemTime::now(),
+    )?;
+    match outcome {
+        Outcome::Rejected {
+            rejection,
+            lineage_record,
+        } => {
             print_rejection(&rejection);
-            let payload = records::rejection_payload(&bundle, &rejection, request.acknowledge);
-            let mut json = serde_json::to_vec_pretty(&payload)?;
-            json.push(b'\n');
-            if let Some(parent) = rejected_path.parent() {
-                std::fs::create_dir_all(parent)
-                    .with_context(|| format!("{}: cannot create", parent.display()))?;
-            }
-            fs::atomic_write(&rejected_path, &json)?;
-            if let Some(lineage) = request.lineage {
-                let draft = RecordDraft::new(REJECTION_KIND, serde_json::to_value(&payload)?)
-                    .with_policy_version(signing::version_id(
-                        &bundle.name,
-                        bundle.version,
-                        &bundle.digest_hex(),
-                    ));
-                let appended = lineage.append(draft, key)?;
+            if let Some(index) = lineage_record {
                 outln!(
-                    "  recorded as lineage record {} ({REJECTION_KIND})",
-                    appended.index
+                    "  recorded as lineage record {index} ({})",
+                    warden_policy::records::REJECTION_KIND
                 );
             }
             Ok(Admission::Rejected(rejection.to_string()))
         }
-        Ok(proof) => {
-            let signed =
-                signing::admit(&bundle, &proof, key, SystemTime::now(), request.acknowledge)?;
-            let history = request.out.join("history");
-            std::fs::create_dir_all(&history)
-                .with_context(|| format!("{}: cannot create", history.display()))?;
-            fs::atomic_write(
-                &history.join(format!("v{}.admitted.json", bundle.version)),
-                signed.to_bytes(),
-            )?;
-            if let Some(lineage) = request.lineage {
-                let payload = records::admission_payload(&signed);
-                let draft = RecordDraft::new(ADMISSION_KIND, serde_json::to_value(&payload)?)
-                    .with_policy_version(signed.statement.version_id.clone());
-                let appended = lineage.append(draft, key)?;
+        Outcome::Admitted {
+            verified,
+            n_predicates,
+            lineage_record,
+            completed_interrupted,
+        } => {
+            if completed_interrupted {
                 outln!(
-                    "recorded as lineage record {} ({ADMISSION_KIND})",
-                    appended.index
+                    "completing the interrupted admission of {} (statement from history/, not re-signed)",
+                    verified.statement().version_id
                 );
             }
-            fs::atomic_write(
-                &request.out.join("bundle.canonical.toml"),
-                signed.statement.canonical_text.as_bytes(),
-            )?;
-            // The head moves last: a crash before this leaves the previous head in place.
-            fs::atomic_write(&head_path, signed.to_bytes())?;
-            Ok(Admission::Admitted(Box::new(signed)))
+            if let Some(index) = lineage_record {
+                outln!(
+                    "recorded as lineage record {index} ({})",
+                    warden_policy::records::ADMISSION_KIND
+                );
+            }
+            print_admission(verified.statement(), n_predicates, request.out);
+            Ok(Admission::Admitted)
         }
     }
 }
@@ -716,16 +803,14 @@ pub fn demo_stage(ctx: &mut super::demo::DemoContext) -> anyhow::Result<()> {
         })
     };
     outln!(
-        "$ warden policy admit {} --key {} --out {}",
+        "$ warden policy admit {} --key {} --out {} --trust {}",
         sample_path.display(),
         ctx.key_paths.policy.display(),
-        out.display()
+        out.display(),
+        ctx.trust_path.display()
     );
-    match request(&sample_path, None)? {
-        Admission::Admitted(signed) => print_admission(&signed, &out),
-        Admission::Rejected(message) => {
-            anyhow::bail!("the demo's sample bundle was rejected: {message}")
-        }
+    if let Admission::Rejected(message) = request(&sample_path, None)? {
+        anyhow::bail!("the demo's sample bundle was rejected: {message}")
     }
 
     // Version 2 adds a minimum length that contradicts the structural maximum.
@@ -737,7 +822,7 @@ pub fn demo_stage(ctx: &mut super::demo::DemoContext) -> anyhow::Result<()> {
         "\n$ warden policy admit {} ...   (adds `output.tokens >= 2048`)",
         contradictory_path.display()
     );
-    if let Admission::Admitted(_) = request(&contradictory_path, None)? {
+    if let Admission::Admitted = request(&contradictory_path, None)? {
         anyhow::bail!("a contradictory bundle was admitted");
     }
     outln!(
@@ -760,7 +845,7 @@ pub fn demo_stage(ctx: &mut super::demo::DemoContext) -> anyhow::Result<()> {
         "\n$ warden policy admit {} ...   (legal answers need >= 300 tokens)",
         stranded_path.display()
     );
-    if let Admission::Admitted(_) = request(&stranded_path, None)? {
+    if let Admission::Admitted = request(&stranded_path, None)? {
         anyhow::bail!("a bundle with a stranded context was admitted");
     }
 
@@ -775,11 +860,8 @@ pub fn demo_stage(ctx: &mut super::demo::DemoContext) -> anyhow::Result<()> {
         "\n$ warden policy admit {} ...   (legal rule for identified callers only)",
         fixed_path.display()
     );
-    match request(&fixed_path, None)? {
-        Admission::Admitted(signed) => print_admission(&signed, &out),
-        Admission::Rejected(message) => {
-            anyhow::bail!("the fixed version 2 was rejected: {message}")
-        }
+    if let Admission::Rejected(message) = request(&fixed_path, None)? {
+        anyhow::bail!("the fixed version 2 was rejected: {message}")
     }
     let fork = fixed.replace("version = 2\nsucceeds = 1", "version = 3\nsucceeds = 1");
     let fork_path = dir.join("fork.toml");
@@ -793,8 +875,17 @@ pub fn demo_stage(ctx: &mut super::demo::DemoContext) -> anyhow::Result<()> {
         Ok(_) => anyhow::bail!("a fork of the version history was accepted"),
     }
 
-    outln!("\n$ warden policy eval {} --set ...", out.display());
-    let admitted = load_admitted(&out, &ctx.trust)?;
+    outln!(
+        "\n$ warden policy eval {} --trust {} --lineage {} --set ...",
+        out.display(),
+        ctx.trust_path.display(),
+        ctx.lineage_dir.display()
+    );
+    let log = LineageLog::Append {
+        lineage: &ctx.lineage,
+        key: &ctx.keys.policy,
+    };
+    let admitted = load_admitted(&out, &ctx.trust, Some(&log))?;
     let cases: [(&str, &[(&str, &str)]); 4] = [
         (
             "verified medical answer, 400 tokens",
