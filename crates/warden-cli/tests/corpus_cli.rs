@@ -250,6 +250,10 @@ fn malformed_jsonl_line_is_an_error_naming_file_and_line_unless_skipped() {
         "{err}"
     );
     assert!(err.contains("--skip-malformed"), "{err}");
+    assert!(
+        !dir.join("out").exists(),
+        "a failed admission leaves no partial out/"
+    );
 
     let out = ok(
         dir,

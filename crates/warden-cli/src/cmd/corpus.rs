@@ -131,8 +131,14 @@ pub fn run(command: Command) -> anyhow::Result<()> {
                 StoreOptions::new(format!("warden.corpus/{}", admission.body.name)),
             )?;
             // Appended after the admission is in place; a re-run after a crash between the two
-            // finds the admission complete and appends the missing record (only then).
-            let recorded = match find_admission_record(&lineage, &admission.declaration_digest)? {
+            // finds the admission complete and appends the missing record (only then). Only a
+            // re-run reads the lineage back: a fresh admission is a new event.
+            let existing = if admission.already_admitted {
+                find_admission_record(&lineage, &admission.declaration_digest)?
+            } else {
+                None
+            };
+            let recorded = match existing {
                 Some(index) => {
                     outln!(
                         "lineage: {ADMISSION_KIND} record {index} in {} already records this admission",
@@ -319,13 +325,14 @@ fn print_admission(a: &Admission) {
             a.out_dir.display(),
             hex::encode(a.declaration_digest)
         );
+    } else {
+        outln!(
+            "admitted corpus `{}` into {} in {:.2} s",
+            b.name,
+            a.out_dir.display(),
+            a.elapsed.as_secs_f64()
+        );
     }
-    outln!(
-        "admitted corpus `{}` into {} in {:.2} s",
-        b.name,
-        a.out_dir.display(),
-        a.elapsed.as_secs_f64()
-    );
     outln!(
         "  {:<16} {:<15} {:<22} {:>9} {:>8} {:>9} {:>10}",
         "source",
