@@ -15,13 +15,13 @@
 //! (flagged, with its flagger); every malformed line is an error or (with `skip_malformed`)
 //! listed; every refused source is in the declaration with a sentence saying why.
 
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::sync::mpsc::sync_channel;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
-use warden_keys::{Role, SigningKey};
+use warden_keys::{Role, SigningKey, TrustStore};
 
 use crate::declaration::{Declaration, SourceDecl, SourceFormat};
 use crate::error::CorpusError;
@@ -39,13 +39,30 @@ pub const EXCLUSIONS_FILE: &str = "exclusions.jsonl";
 pub(crate) const LEAVES_MAGIC: &[u8; 8] = b"WLEAVES1";
 pub(crate) const LEAF_ENTRY: usize = 40;
 
+/// What an admission reports while it runs; the caller draws its progress bar from it (the
+/// library draws nothing, as training reports by callback too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdmitProgress<'a> {
+    /// The admitted sources hold `total_bytes` of data, about to be read.
+    Started { total_bytes: u64 },
+    /// Reading source `id` begins.
+    Source { id: &'a str },
+    /// `bytes` more bytes of the current source were read and folded.
+    Read { bytes: u64 },
+    /// Every source was read; the sample and fingerprint indexes are being written.
+    SourcesRead,
+}
+
+/// A progress callback. It is called from admission's worker threads, hence `Send + Sync`.
+pub type ProgressFn = Arc<dyn Fn(AdmitProgress<'_>) + Send + Sync>;
+
 /// Knobs of an admission.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AdmitOptions {
     /// Exclude and list malformed JSONL lines / non-UTF-8 documents instead of failing.
     pub skip_malformed: bool,
-    /// Draw an indicatif progress bar with MB/s on stderr (hidden when stderr is not a terminal).
-    pub progress: bool,
+    /// Called as sources are read (see [`AdmitProgress`]).
+    pub progress: Option<ProgressFn>,
     /// Gram hashes held in memory before the buckets are appended to scratch files.
     pub gram_budget: usize,
     /// Sample records held in memory before spilling a sorted run.
@@ -57,11 +74,24 @@ pub struct AdmitOptions {
     pub threads: Option<usize>,
 }
 
+impl std::fmt::Debug for AdmitOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdmitOptions")
+            .field("skip_malformed", &self.skip_malformed)
+            .field("progress", &self.progress.is_some())
+            .field("gram_budget", &self.gram_budget)
+            .field("sample_budget", &self.sample_budget)
+            .field("chunk_bytes", &self.chunk_bytes)
+            .field("threads", &self.threads)
+            .finish()
+    }
+}
+
 impl Default for AdmitOptions {
     fn default() -> Self {
         AdmitOptions {
             skip_malformed: false,
-            progress: false,
+            progress: None,
             gram_budget: 2 << 20,
             sample_budget: 128 << 10,
             chunk_bytes: 2 << 20,
@@ -91,6 +121,9 @@ pub struct Exclusion {
 #[derive(Debug, Clone)]
 pub struct Admission {
     pub out_dir: PathBuf,
+    /// `out_dir` already held this very admission (same declaration digest, complete, signed
+    /// by this key): nothing was written.
+    pub already_admitted: bool,
     pub body: DeclarationBody,
     /// SHA-256 of the signed declaration body.
     pub declaration_digest: Hash,
@@ -202,6 +235,16 @@ fn mkdir(path: &Path) -> Result<(), CorpusError> {
 }
 
 /// Admits the corpus declared in `declaration` into `out_dir`, signing with `key`.
+///
+/// Crash safety: the admission is built in a temporary directory beside `out_dir`
+/// (`.NAME.tmp-PID`) and renamed into place only once every file in it is durable, so a failed
+/// or killed admission never leaves a partial `out_dir` (a killed one leaves its temporary
+/// directory, which the next admission into `out_dir` removes). `out_dir` must be absent or
+/// empty, or hold this very admission: then nothing is written and
+/// [`Admission::already_admitted`] is set, so re-running an admission is idempotent. A
+/// different admission in `out_dir` is refused naming both declaration digests; a non-empty
+/// `out_dir` holding no admission is refused before any source is read. Concurrent admissions
+/// into one `out_dir` are refused by an advisory lock on `.NAME.lock` beside it.
 pub fn admit(
     declaration: &Path,
     out_dir: &Path,
@@ -217,6 +260,205 @@ pub fn admit(
                 CorpusError::artifact(out_dir, format!("cannot start {n} worker threads: {e}"))
             })?
             .install(|| admit_in_pool(declaration, out_dir, key, options)),
+    }
+}
+
+/// Checks, before anything is written, that `key` may sign corpus declarations: its role is
+/// corpus-authority and `trust` trusts this very key (name, id and public key) for that role.
+/// A key file relabelled from another role passes the first test and fails the second.
+pub fn check_signing_key(key: &SigningKey, trust: &TrustStore) -> Result<(), CorpusError> {
+    if key.role() != Role::CorpusAuthority {
+        return Err(CorpusError::WrongRole {
+            key: key.key_ref().to_string(),
+            role: key.role().to_string(),
+        });
+    }
+    let untrusted = |reason: String| CorpusError::UntrustedKey {
+        key: key.key_ref().to_string(),
+        reason,
+    };
+    let trusted = trust
+        .trusted_for(&key.key_ref(), Role::CorpusAuthority)
+        .map_err(|e| untrusted(e.to_string()))?;
+    if trusted.to_bytes() != key.public().to_bytes() {
+        return Err(untrusted(
+            "the trust file holds a different public key under this name and id".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// What `out_dir` holds before the admission is moved there.
+enum Existing {
+    /// Absent or an empty directory: the admission can be renamed into place.
+    Nothing,
+    /// An admission whose `declaration.json` has this SHA-256.
+    Admission(Hash),
+}
+
+fn existing_admission(out_dir: &Path) -> Result<Existing, CorpusError> {
+    let not_empty = |reason: &str| CorpusError::OutNotEmpty {
+        dir: out_dir.to_path_buf(),
+        reason: reason.into(),
+    };
+    let meta = match std::fs::symlink_metadata(out_dir) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Existing::Nothing),
+        Err(e) => return Err(CorpusError::io(out_dir, e)),
+    };
+    if !meta.is_dir() {
+        return Err(not_empty("it is not a directory"));
+    }
+    let decl = out_dir.join(DECLARATION_FILE);
+    if decl.exists() {
+        return Ok(Existing::Admission(crate::fsio::sha256(
+            &crate::fsio::read(&decl)?,
+        )));
+    }
+    let mut entries = std::fs::read_dir(out_dir).map_err(|e| CorpusError::io(out_dir, e))?;
+    if entries.next().is_some() {
+        return Err(not_empty("it holds files but no declaration.json"));
+    }
+    Ok(Existing::Nothing)
+}
+
+/// `out_dir` holds this admission's declaration: it is reused only when it is complete (every
+/// committed file matches its digest) and signed by `key`, so the lineage record appended for
+/// it names the key that really signed it.
+fn check_same_admission(out_dir: &Path, key: &SigningKey) -> Result<(), CorpusError> {
+    let unusable = |reason: String| CorpusError::OutIncomplete {
+        dir: out_dir.to_path_buf(),
+        reason,
+    };
+    let mut only_this_key = TrustStore::new();
+    only_this_key.add(Role::CorpusAuthority, key.public().clone());
+    let (body, _, _) =
+        read_verified(out_dir, &only_this_key).map_err(|e| unusable(e.to_string()))?;
+    let mut committed = vec![body.sample_index.clone(), body.exclusions.file.clone()];
+    committed.extend(body.sources.iter().filter_map(|s| s.leaves.clone()));
+    committed.extend(body.classes.iter().filter_map(|c| {
+        c.fingerprint.as_ref().map(|f| FileRecord {
+            file: f.file.clone(),
+            sha256: f.sha256.clone(),
+            bytes: 0,
+        })
+    }));
+    for file in &committed {
+        crate::corpus::read_committed(out_dir, file).map_err(|e| unusable(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// `out_dir` made absolute without requiring it to exist (its parent is created).
+fn absolute_out_dir(out_dir: &Path) -> Result<PathBuf, CorpusError> {
+    let name = match out_dir.components().next_back() {
+        Some(Component::Normal(name)) => name.to_os_string(),
+        _ => {
+            // `.`, `..` or `/`: canonicalize the directory itself (it must exist).
+            return std::fs::canonicalize(out_dir).map_err(|e| CorpusError::io(out_dir, e));
+        }
+    };
+    let parent = match out_dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    mkdir(parent)?;
+    let parent = std::fs::canonicalize(parent).map_err(|e| CorpusError::io(parent, e))?;
+    Ok(parent.join(name))
+}
+
+/// `to` relative to the directory `from` (both absolute and canonical), e.g. `../synth` from
+/// `/a/admitted` to `/a/synth`. Recorded instead of an absolute path so that an admission and its
+/// corpus can be moved together. Absolute `to` when they share no root (another drive).
+fn relative_path(from: &Path, to: &Path) -> PathBuf {
+    let from: Vec<Component> = from.components().collect();
+    let to_parts: Vec<Component> = to.components().collect();
+    let common = from
+        .iter()
+        .zip(&to_parts)
+        .take_while(|(a, b)| a == b)
+        .count();
+    if common == 0 {
+        return to.to_path_buf();
+    }
+    let mut relative = PathBuf::new();
+    for _ in common..from.len() {
+        relative.push("..");
+    }
+    for part in &to_parts[common..] {
+        relative.push(part.as_os_str());
+    }
+    if relative.as_os_str().is_empty() {
+        relative.push(".");
+    }
+    relative
+}
+
+/// The advisory lock serializing admissions into one `out_dir` (held until dropped).
+struct OutLock(#[allow(dead_code)] std::fs::File);
+
+fn lock_out_dir(out_dir: &Path) -> Result<OutLock, CorpusError> {
+    let lock_path = sibling(out_dir, "lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| CorpusError::io(&lock_path, e))?;
+    // `File::try_lock` is Rust 1.89 (the toolchain is newer); the workspace's `rust-version`
+    // still says 1.85 until it is raised for the lineage store's lock, which uses it too.
+    #[allow(clippy::incompatible_msrv)]
+    let locked = file.try_lock();
+    match locked {
+        Ok(()) => Ok(OutLock(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Err(CorpusError::OutNotEmpty {
+            dir: out_dir.to_path_buf(),
+            reason: format!(
+                "another admission into it is running (it holds {})",
+                lock_path.display()
+            ),
+        }),
+        Err(std::fs::TryLockError::Error(e)) => Err(CorpusError::io(&lock_path, e)),
+    }
+}
+
+/// `.NAME.SUFFIX` beside `out_dir` (absolute, with a file name).
+fn sibling(out_dir: &Path, suffix: &str) -> PathBuf {
+    let name = out_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    out_dir.with_file_name(format!(".{name}.{suffix}"))
+}
+
+/// Removes temporary directories of admissions into `out_dir` that were killed; only called
+/// under the lock, so none of them belongs to a running admission.
+fn remove_stale_builds(out_dir: &Path) {
+    let (Some(parent), Some(name)) = (out_dir.parent(), out_dir.file_name()) else {
+        return;
+    };
+    let prefix = format!(".{}.tmp-", name.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// The directory an admission is built in; removed unless it was renamed into place.
+struct BuildDir {
+    path: PathBuf,
+    placed: bool,
+}
+
+impl Drop for BuildDir {
+    fn drop(&mut self) {
+        if !self.placed {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
     }
 }
 
@@ -247,7 +489,74 @@ fn admit_in_pool(
     for s in &mut decl.sources {
         s.resolved_path = decl.base_dir.join(&s.path);
     }
-    let refusals = policy::refusals(&decl);
+    // A non-empty OUT holding no admission is refused before any source is read.
+    let final_dir = absolute_out_dir(out_dir)?;
+    existing_admission(&final_dir)?;
+    let _lock = lock_out_dir(&final_dir)?;
+    remove_stale_builds(&final_dir);
+    let mut build_dir = BuildDir {
+        path: warden_store::fs::temp_path_for(&final_dir)?,
+        placed: false,
+    };
+    // Sources are recorded relative to the admission directory (the build directory is its
+    // sibling, so the relative path is the same once renamed).
+    let recorded_base_dir = relative_path(&final_dir, &decl.base_dir);
+    let built = build(
+        &decl,
+        &toml_bytes,
+        &recorded_base_dir,
+        &build_dir.path,
+        key,
+        options,
+    )?;
+    let already_admitted = match existing_admission(&final_dir)? {
+        Existing::Admission(existing) if existing == built.declaration_digest => {
+            check_same_admission(&final_dir, key)?;
+            true
+        }
+        Existing::Admission(existing) => {
+            return Err(CorpusError::OutHoldsOther {
+                dir: out_dir.to_path_buf(),
+                existing: hex::encode(existing),
+                new: hex::encode(built.declaration_digest),
+            })
+        }
+        Existing::Nothing => {
+            warden_store::fs::rename_durably(&build_dir.path, &final_dir)?;
+            build_dir.placed = true;
+            false
+        }
+    };
+    Ok(Admission {
+        out_dir: out_dir.to_path_buf(),
+        already_admitted,
+        body: built.body,
+        declaration_digest: built.declaration_digest,
+        root: built.root,
+        first_exclusions: built.first_exclusions,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// A complete, signed admission in its build directory.
+struct Built {
+    body: DeclarationBody,
+    declaration_digest: Hash,
+    root: Hash,
+    first_exclusions: Vec<Exclusion>,
+}
+
+/// Streams every admitted source and writes the signed admission into `out_dir` (the build
+/// directory).
+fn build(
+    decl: &Declaration,
+    toml_bytes: &[u8],
+    recorded_base_dir: &Path,
+    out_dir: &Path,
+    key: &SigningKey,
+    options: &AdmitOptions,
+) -> Result<Built, CorpusError> {
+    let refusals = policy::refusals(decl);
 
     // List every admitted source's files up front: a missing path fails before any output.
     let mut source_files: Vec<Vec<SourceFile>> = Vec::new();
@@ -275,18 +584,12 @@ fn admit_in_pool(
     let scratch = Scratch(out_dir.join(format!(".admit-scratch-{}", std::process::id())));
     mkdir(&scratch.0)?;
 
-    let progress = if options.progress {
-        let bar = ProgressBar::new(total_bytes);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{spinner} admitting {msg:12} [{bar:30}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} eta {eta}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        bar
-    } else {
-        ProgressBar::hidden()
+    let progress = |event: AdmitProgress<'_>| {
+        if let Some(report) = &options.progress {
+            report(event);
+        }
     };
+    progress(AdmitProgress::Started { total_bytes });
 
     let mut pending_writes = Vec::new();
     let mut exclusions = AtomicFile::create(&out_dir.join(EXCLUSIONS_FILE))?;
@@ -343,13 +646,13 @@ fn admit_in_pool(
             source_records.push(record);
             continue;
         }
-        progress.set_message(s.id.clone());
+        progress(AdmitProgress::Source { id: &s.id });
         let leaves_rel = format!("sources/{}.leaves", s.id);
         let mut leaves = AtomicFile::create(&out_dir.join(&leaves_rel))?;
         leaves.write(LEAVES_MAGIC)?;
         let mut root = RootBuilder::new();
         let ctx = SourceCtx {
-            decl: &decl,
+            decl,
             source: s,
             files,
         };
@@ -420,7 +723,7 @@ fn admit_in_pool(
                         }
                     }
                     leaves.write(&leaf_bytes)?;
-                    progress.inc(bytes_read);
+                    progress(AdmitProgress::Read { bytes: bytes_read });
                     Ok(())
                 };
                 // Pipelined: chunk N is folded (one core) while chunk N + 1 is processed (all
@@ -479,7 +782,7 @@ fn admit_in_pool(
         totals.bytes += record.bytes;
         source_records.push(record);
     }
-    progress.finish_and_clear();
+    progress(AdmitProgress::SourcesRead);
     let (exclusions_digest, exclusions_bytes, durable) = exclusions.commit_in_background()?;
     pending_writes.push(durable);
 
@@ -524,8 +827,8 @@ fn admit_in_pool(
         format: FORMAT.into(),
         name: decl.name.clone(),
         description: decl.description.clone(),
-        declaration_toml_sha256: hex::encode(crate::fsio::sha256(&toml_bytes)),
-        base_dir: decl.base_dir.display().to_string(),
+        declaration_toml_sha256: hex::encode(crate::fsio::sha256(toml_bytes)),
+        base_dir: recorded_base_dir.display().to_string(),
         sample_hash: SAMPLE_HASH.into(),
         policy: PolicyRecord {
             admitted_licenses: decl.policy.admitted_licenses.clone(),
@@ -577,13 +880,11 @@ fn admit_in_pool(
         durable.wait()?;
     }
     let declaration_digest = write_signed(out_dir, &body, key)?;
-    Ok(Admission {
-        out_dir: out_dir.to_path_buf(),
+    Ok(Built {
         body,
         declaration_digest,
         root,
         first_exclusions,
-        elapsed: started.elapsed(),
     })
 }
 
@@ -734,5 +1035,23 @@ fn decode_ref<'a>(
             .map(std::borrow::Cow::Borrowed)
             .map_err(|e| format!("invalid UTF-8 at byte {} of the document", e.valid_up_to())),
         SourceFormat::Jsonl => decode(format, text_field, bytes).map(std::borrow::Cow::Owned),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::relative_path;
+    use std::path::{Path, PathBuf};
+
+    #[test]
+    fn base_dirs_are_recorded_relative_to_the_admission_directory() {
+        let rel = |from: &str, to: &str| relative_path(Path::new(from), Path::new(to));
+        assert_eq!(rel("/a/admitted", "/a/synth"), PathBuf::from("../synth"));
+        assert_eq!(rel("/a/admitted", "/a/admitted"), PathBuf::from("."));
+        assert_eq!(
+            rel("/a/admitted", "/a/admitted/data"),
+            PathBuf::from("data")
+        );
+        assert_eq!(rel("/a/b/admitted", "/c/d"), PathBuf::from("../../../c/d"));
     }
 }

@@ -31,7 +31,8 @@ pub struct AdmittedSource {
     /// False when the source was refused (license or class); see `refusal`.
     pub admitted: bool,
     pub refusal: Option<String>,
-    /// Absolute: the declared path resolved against the declaration's directory.
+    /// The declared path resolved against the signed base directory, itself resolved against
+    /// where the admission directory is now.
     pub path: PathBuf,
     pub format: Option<SourceFormat>,
     pub text_field: String,
@@ -62,6 +63,23 @@ fn hex_field(file: &Path, what: &str, text: &str) -> Result<Hash, CorpusError> {
         .map_err(|_| CorpusError::artifact(file, format!("{what} `{text}` is not a hash")))
 }
 
+/// `base.join(relative)` with `.` and `..` resolved by name: `/a/admitted` + `../synth` is
+/// `/a/synth`. Sound because `base` is canonical (no symlink for `..` to step out of); keeps
+/// the paths reported for sources the same as at admission.
+fn join_lexically(base: &Path, relative: &Path) -> PathBuf {
+    let mut joined = base.to_path_buf();
+    for part in relative.components() {
+        match part {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                joined.pop();
+            }
+            other => joined.push(other.as_os_str()),
+        }
+    }
+    joined
+}
+
 /// Reads an output file and checks it against the digest the declaration signed.
 pub(crate) fn read_committed(dir: &Path, record: &FileRecord) -> Result<Vec<u8>, CorpusError> {
     let path = dir.join(&record.file);
@@ -85,7 +103,11 @@ impl AdmittedCorpus {
     pub fn load(dir: &Path, trust: &TrustStore) -> Result<AdmittedCorpus, CorpusError> {
         let (body, digest, signer) = signed::read_verified(dir, trust)?;
         let decl_path = dir.join(signed::DECLARATION_FILE);
-        let base_dir = PathBuf::from(&body.base_dir);
+        // Source paths resolve against the admission directory's location now, so an admission
+        // moved together with its corpus still finds it (v1 declarations recorded an absolute
+        // base directory, which `join` keeps as it is).
+        let here = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+        let base_dir = join_lexically(&here, Path::new(&body.base_dir));
         let mut sources = Vec::with_capacity(body.sources.len());
         for s in &body.sources {
             let format = match s.format.as_deref() {

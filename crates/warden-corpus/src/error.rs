@@ -35,6 +35,26 @@ pub enum CorpusError {
         "key {key} has role {role}, but corpus declarations are signed by a corpus-authority key"
     )]
     WrongRole { key: String, role: String },
+    #[error("refusing to sign with key {key}: {reason}")]
+    UntrustedKey { key: String, reason: String },
+    /// `--out` is not empty and holds no admission (or another admission into it is running).
+    #[error(
+        "{dir}: cannot admit into this directory: {reason}; choose another --out or remove it"
+    )]
+    OutNotEmpty { dir: PathBuf, reason: String },
+    /// `--out` holds a different admission.
+    #[error("{dir} already holds a different admission (declaration sha256 {existing}); this admission's declaration sha256 is {new}: choose another --out, or remove the old admission first")]
+    OutHoldsOther {
+        dir: PathBuf,
+        existing: String,
+        new: String,
+    },
+    /// `--out` holds this admission's declaration, but not a usable admission.
+    #[error("{dir} holds this admission's declaration but cannot be reused: {reason}; remove it and admit again")]
+    OutIncomplete { dir: PathBuf, reason: String },
+    /// A durable-write helper of `warden_store::fs` failed (the message names the path).
+    #[error(transparent)]
+    Store(#[from] warden_store::StoreError),
     #[error("unknown source index {0}")]
     NoSuchSource(u32),
     #[error("`{0}` is not a sample hash (expected 64 hex digits)")]

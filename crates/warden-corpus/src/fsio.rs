@@ -1,7 +1,12 @@
-//! Durable, atomic output files: written to a temporary file beside the target, fsynced, renamed
-//! over the target, and the directory fsynced, so a reader sees the old file or the new one.
-//! Large outputs (sample index, leaf lists, fingerprint indexes) are streamed through
-//! [`AtomicFile`], which also computes the SHA-256 the signed declaration commits to.
+//! Output files of an admission, streamed through [`AtomicFile`]: written to a temporary file
+//! beside the target while their SHA-256 (the digest the signed declaration commits to) is
+//! computed, then made durable and renamed into place.
+//!
+//! Why this is not a second atomic-write implementation: the durable steps (temporary path, fsync,
+//! rename, directory fsync) are `warden_store::fs` (`temp_path_for`, `commit_temp_file`,
+//! `atomic_write`), the one implementation in the workspace. What lives here is what the store has
+//! no use for: a buffered writer that digests while it streams gigabytes, and a commit whose fsync
+//! runs on a background thread while admission keeps computing.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -22,12 +27,7 @@ pub(crate) struct AtomicFile {
 
 impl AtomicFile {
     pub(crate) fn create(target: &Path) -> Result<AtomicFile, CorpusError> {
-        let dir = parent_dir(target);
-        let name = target
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+        let tmp = warden_store::fs::temp_path_for(target)?;
         let file = File::create(&tmp).map_err(|e| CorpusError::io(&tmp, e))?;
         Ok(AtomicFile {
             target: target.to_path_buf(),
@@ -49,25 +49,11 @@ impl AtomicFile {
         }
     }
 
-    /// Makes the file durable and visible at its target path; returns its SHA-256 and length.
-    pub(crate) fn commit(self) -> Result<(Hash, u64), CorpusError> {
-        let (digest, bytes, durable) = self.finish()?;
-        durable.complete()?;
-        Ok((digest, bytes))
-    }
-
     /// Flushes the data to the kernel and returns its SHA-256 and length at once; the fsync and
     /// rename run on a background thread, so the disk works while admission computes. The
     /// returned [`Pending`] must be completed before anything that commits to this file (the
     /// signed declaration) is written.
-    pub(crate) fn commit_in_background(self) -> Result<(Hash, u64, Pending), CorpusError> {
-        let (digest, bytes, durable) = self.finish()?;
-        let target = durable.target.clone();
-        let handle = std::thread::spawn(move || durable.complete());
-        Ok((digest, bytes, Pending { target, handle }))
-    }
-
-    fn finish(mut self) -> Result<(Hash, u64, Durable), CorpusError> {
+    pub(crate) fn commit_in_background(mut self) -> Result<(Hash, u64, Pending), CorpusError> {
         let Some(out) = self.out.take() else {
             return Err(CorpusError::artifact(&self.target, "committed twice"));
         };
@@ -75,39 +61,18 @@ impl AtomicFile {
             .into_inner()
             .map_err(|e| CorpusError::io(&self.tmp, e.into_error()))?;
         let digest = std::mem::take(&mut self.hasher).finalize().into();
+        let (tmp, target) = (self.tmp.clone(), self.target.clone());
+        let handle = std::thread::spawn(move || {
+            warden_store::fs::commit_temp_file(file, &tmp, &target).map_err(CorpusError::from)
+        });
         Ok((
             digest,
             self.bytes,
-            Durable {
-                file,
-                tmp: self.tmp.clone(),
+            Pending {
                 target: self.target.clone(),
+                handle,
             },
         ))
-    }
-}
-
-/// A fully written temporary file waiting for fsync and rename.
-struct Durable {
-    file: File,
-    tmp: PathBuf,
-    target: PathBuf,
-}
-
-impl Durable {
-    fn complete(self) -> Result<(), CorpusError> {
-        let result = (|| {
-            self.file
-                .sync_all()
-                .map_err(|e| CorpusError::io(&self.tmp, e))?;
-            std::fs::rename(&self.tmp, &self.target)
-                .map_err(|e| CorpusError::io(&self.target, e))?;
-            sync_dir(&self.target)
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&self.tmp);
-        }
-        result
     }
 }
 
@@ -133,25 +98,10 @@ impl Drop for AtomicFile {
     }
 }
 
-fn parent_dir(path: &Path) -> PathBuf {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    }
-}
-
-fn sync_dir(target: &Path) -> Result<(), CorpusError> {
-    let dir = parent_dir(target);
-    File::open(&dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| CorpusError::io(&dir, e))
-}
-
-/// Writes a small file atomically; returns its SHA-256.
+/// Writes a small file atomically (through `warden_store::fs`); returns its SHA-256.
 pub(crate) fn atomic_write(path: &Path, bytes: &[u8]) -> Result<Hash, CorpusError> {
-    let mut f = AtomicFile::create(path)?;
-    f.write(bytes)?;
-    Ok(f.commit()?.0)
+    warden_store::fs::atomic_write(path, bytes)?;
+    Ok(sha256(bytes))
 }
 
 /// Reads a whole (small, or digest-checked) file, naming it on error.

@@ -28,7 +28,9 @@ pub mod source;
 pub mod synth;
 pub mod verify;
 
-pub use admit::{admit, Admission, AdmitOptions, Exclusion};
+pub use admit::{
+    admit, check_signing_key, Admission, AdmitOptions, AdmitProgress, Exclusion, ProgressFn,
+};
 pub use corpus::{AdmittedCorpus, AdmittedSource};
 pub use declaration::{Declaration, Provenance, SourceFormat};
 pub use error::CorpusError;

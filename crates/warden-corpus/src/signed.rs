@@ -20,7 +20,9 @@ use crate::declaration::Provenance;
 use crate::error::CorpusError;
 use crate::Hash;
 
-pub const FORMAT: &str = "warden-corpus-declaration/v1";
+/// v2: `base_dir` is relative to the admission directory. v1 (still read): absolute.
+pub const FORMAT: &str = "warden-corpus-declaration/v2";
+const FORMAT_V1: &str = "warden-corpus-declaration/v1";
 pub const DOMAIN: &[u8] = b"warden/corpus-declaration/v1\n";
 pub const DECLARATION_FILE: &str = "declaration.json";
 pub const SIGNATURE_FILE: &str = "declaration.sig";
@@ -158,7 +160,9 @@ pub struct DeclarationBody {
     pub description: String,
     /// SHA-256 of the TOML declaration the admission read.
     pub declaration_toml_sha256: String,
-    /// Absolute directory that relative source paths resolve against.
+    /// The directory relative source paths resolve against (the declaration TOML's directory),
+    /// relative to the admission directory (the one holding `declaration.json`), e.g.
+    /// `../synth`; absolute only in v1 declarations or across drives.
     pub base_dir: String,
     pub sample_hash: String,
     pub policy: PolicyRecord,
@@ -270,7 +274,7 @@ pub(crate) fn read_verified(
         .map_err(|e| bad(format!("refused: {e}")))?;
     let body: DeclarationBody =
         serde_json::from_slice(&bytes).map_err(|e| bad(format!("signed but unreadable: {e}")))?;
-    if body.format != FORMAT {
+    if body.format != FORMAT && body.format != FORMAT_V1 {
         return Err(bad(format!(
             "unsupported format `{}` (expected {FORMAT})",
             body.format

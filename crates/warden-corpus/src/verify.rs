@@ -84,8 +84,18 @@ pub struct VerifyReport {
 }
 
 impl VerifyReport {
-    /// True when no admitted source changed. Missing data is not a failure (the signature and
-    /// the committed outputs were still checked); a change is.
+    /// Admitted sources whose data is not present: their roots were not re-derived, so the
+    /// report proves nothing about their data. `corpus verify` fails on them unless told
+    /// `--allow-missing-data`.
+    pub fn missing(&self) -> Vec<&SourceCheck> {
+        self.sources
+            .iter()
+            .filter(|s| matches!(s.status, SourceStatus::Missing(_)))
+            .collect()
+    }
+
+    /// True when no admitted source changed. Missing data is not a change (see
+    /// [`VerifyReport::missing`]).
     pub fn unchanged(&self) -> bool {
         !self
             .sources

@@ -211,9 +211,10 @@ fn malformed_jsonl_is_an_error_naming_file_and_line_or_excluded_and_listed() {
         "{err}"
     );
     assert!(
-        !out.join("declaration.json").exists(),
-        "a failed admission signs nothing"
+        !out.exists(),
+        "a failed admission leaves no output directory"
     );
+    assert_eq!(leftovers_beside(&out), Vec::<String>::new());
 
     let opts = AdmitOptions {
         skip_malformed: true,
@@ -354,8 +355,18 @@ fn a_declaration_signed_by_an_untrusted_key_or_tampered_is_refused() {
         "{err}"
     );
 
-    // A trusted signature over a modified body, or a modified sample index, is refused too.
+    // The same body signed by another key is not reused as "already admitted".
     let (key, trust) = keys();
+    let err = admit(&decl, &out, &key, &AdmitOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("cannot be reused") && err.contains("rogue"),
+        "{err}"
+    );
+
+    // A trusted signature over a modified body, or a modified sample index, is refused too.
+    let out = tmp.path().join("out2");
     admit(&decl, &out, &key, &AdmitOptions::default()).unwrap();
     let body = std::fs::read_to_string(out.join("declaration.json")).unwrap();
     std::fs::write(
@@ -445,4 +456,213 @@ fn inclusion_and_absence_proofs_round_trip_and_tampering_fails() {
     assert!(verify_proof(&forged, &root, None).is_err());
     // And a proof does not verify against another root.
     assert!(verify_proof(&proof, &[1u8; 32], Some(&source_root)).is_err());
+}
+
+/// Hidden entries beside `out` other than its lock file (temporary build directories).
+fn leftovers_beside(out: &Path) -> Vec<String> {
+    let name = out.file_name().unwrap().to_string_lossy().into_owned();
+    std::fs::read_dir(out.parent().unwrap())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&format!(".{name}.")) && *n != format!(".{name}.lock"))
+        .collect()
+}
+
+fn listing(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                let rel = p.strip_prefix(dir).unwrap().display().to_string();
+                files.push((rel, std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+#[test]
+fn readmitting_the_same_admission_is_idempotent_and_a_different_one_is_refused_naming_both_digests()
+{
+    let tmp = tempfile::tempdir().unwrap();
+    let decl = write_small_corpus(tmp.path(), "{\"text\":\"one\"}\n{\"text\":\"two\"}\n");
+    let (key, trust) = keys();
+    let out = tmp.path().join("out");
+    let first = admit(&decl, &out, &key, &AdmitOptions::default()).unwrap();
+    assert!(!first.already_admitted);
+    let before = listing(&out);
+
+    let again = admit(&decl, &out, &key, &AdmitOptions::default()).unwrap();
+    assert!(again.already_admitted);
+    assert_eq!(again.declaration_digest, first.declaration_digest);
+    assert_eq!(listing(&out), before, "nothing rewritten");
+
+    // Changed data: a different admission. Refused, naming the directory and both digests;
+    // the admission in `out` is untouched (no stale or new leaf lists, fingerprints, index).
+    std::fs::write(tmp.path().join("news.jsonl"), "{\"text\":\"ONE\"}\n").unwrap();
+    let err = admit(&decl, &out, &key, &AdmitOptions::default()).unwrap_err();
+    let warden_corpus::CorpusError::OutHoldsOther { existing, new, .. } = &err else {
+        panic!("unexpected error: {err}");
+    };
+    let message = err.to_string();
+    assert_eq!(existing, &hex::encode(first.declaration_digest));
+    assert_ne!(existing, new);
+    assert!(
+        message.contains(&out.display().to_string())
+            && message.contains(existing.as_str())
+            && message.contains(new.as_str()),
+        "{message}"
+    );
+    assert_eq!(listing(&out), before);
+    assert_eq!(leftovers_beside(&out), Vec::<String>::new());
+    assert_eq!(
+        AdmittedCorpus::load(&out, &trust)
+            .unwrap()
+            .declaration_digest(),
+        first.declaration_digest
+    );
+}
+
+#[test]
+fn a_non_empty_out_without_an_admission_is_refused_and_left_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let decl = write_small_corpus(tmp.path(), "{\"text\":\"one\"}\n");
+    let (key, _) = keys();
+    let out = tmp.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("notes.txt"), "mine").unwrap();
+    let err = admit(&decl, &out, &key, &AdmitOptions::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("holds files but no declaration.json") && err.contains("out"),
+        "{err}"
+    );
+    assert_eq!(
+        listing(&out),
+        vec![("notes.txt".to_string(), b"mine".to_vec())]
+    );
+    // An empty directory is fine.
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    admit(&decl, &empty, &key, &AdmitOptions::default()).unwrap();
+    assert!(empty.join("declaration.json").is_file());
+}
+
+#[test]
+fn a_killed_admissions_build_directory_is_removed_by_the_next_admission() {
+    let tmp = tempfile::tempdir().unwrap();
+    let decl = write_small_corpus(tmp.path(), "{\"text\":\"one\"}\n");
+    let (key, trust) = keys();
+    let out = tmp.path().join("out");
+    // What a SIGKILL mid-admission leaves: a build directory beside OUT, and no OUT.
+    let stale = tmp.path().join(".out.tmp-4000000");
+    std::fs::create_dir_all(stale.join("sources")).unwrap();
+    std::fs::write(stale.join("sources/news.leaves"), "partial").unwrap();
+    admit(&decl, &out, &key, &AdmitOptions::default()).unwrap();
+    assert!(!stale.exists());
+    assert_eq!(leftovers_beside(&out), Vec::<String>::new());
+    AdmittedCorpus::load(&out, &trust).unwrap();
+}
+
+#[test]
+fn an_admission_moved_together_with_its_corpus_still_loads_and_verifies() {
+    let tmp = tempfile::tempdir().unwrap();
+    let before = tmp.path().join("project");
+    let decl = write_small_corpus(&before.join("data"), "{\"text\":\"one\"}\n");
+    let (key, trust) = keys();
+    let admission = admit(
+        &decl,
+        &before.join("admitted"),
+        &key,
+        &AdmitOptions::default(),
+    )
+    .unwrap();
+    // Recorded relative to the admission directory, not as an absolute path.
+    assert_eq!(admission.body.base_dir, "../data");
+
+    let after = tmp.path().join("moved");
+    std::fs::rename(&before, &after).unwrap();
+    let corpus = AdmittedCorpus::load(&after.join("admitted"), &trust).unwrap();
+    let news = corpus.read_source(0).unwrap().next().unwrap().unwrap();
+    assert_eq!(news.text, "one");
+    assert!(corpus.lookup(&news.hash).is_some());
+    let report = warden_corpus::verify::verify(&after.join("admitted"), &trust).unwrap();
+    assert!(report.unchanged() && report.missing().is_empty());
+
+    // Moving the admission alone: the data is reported missing (and `corpus verify` fails).
+    std::fs::rename(after.join("admitted"), tmp.path().join("alone")).unwrap();
+    let report = warden_corpus::verify::verify(&tmp.path().join("alone"), &trust).unwrap();
+    let missing: Vec<&str> = report.missing().iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(missing, vec!["news", "prose"]);
+}
+
+#[test]
+fn a_relabelled_training_key_is_refused_for_corpus_signing() {
+    let training = SigningKey::from_seed(Role::TrainingAuthority, "trainer", &[3u8; 32]).unwrap();
+    let mut trust = TrustStore::new();
+    trust.add(Role::TrainingAuthority, training.public().clone());
+    // The same key file with its role line edited to corpus-authority.
+    let relabelled = SigningKey::from_file_text(
+        &training
+            .to_file_text()
+            .replace("training-authority", "corpus-authority"),
+    )
+    .unwrap();
+    assert_eq!(relabelled.role(), Role::CorpusAuthority);
+    let err = warden_corpus::check_signing_key(&relabelled, &trust)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&format!(
+            "key {} is not trusted for role corpus-authority",
+            relabelled.key_ref()
+        )),
+        "{err}"
+    );
+    let (key, trust) = keys();
+    warden_corpus::check_signing_key(&key, &trust).unwrap();
+}
+
+#[test]
+fn admission_reports_progress_by_callback() {
+    use std::sync::{Arc, Mutex};
+    use warden_corpus::AdmitProgress;
+    let tmp = tempfile::tempdir().unwrap();
+    let decl = write_small_corpus(tmp.path(), "{\"text\":\"one\"}\n{\"text\":\"two\"}\n");
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink = events.clone();
+    let options = AdmitOptions {
+        progress: Some(Arc::new(move |e: AdmitProgress<'_>| {
+            sink.lock().unwrap().push(match e {
+                AdmitProgress::Started { total_bytes } => format!("start {total_bytes}"),
+                AdmitProgress::Source { id } => format!("source {id}"),
+                AdmitProgress::Read { bytes } => format!("read {bytes}"),
+                AdmitProgress::SourcesRead => "done".to_string(),
+            })
+        })),
+        ..AdmitOptions::default()
+    };
+    let (key, _) = keys();
+    let admission = admit(&decl, &tmp.path().join("out"), &key, &options).unwrap();
+    let events = events.lock().unwrap().clone();
+    let total = admission.body.totals.bytes;
+    assert_eq!(events.first(), Some(&format!("start {total}")));
+    assert_eq!(events.last().map(String::as_str), Some("done"));
+    let read: u64 = events
+        .iter()
+        .filter_map(|e| e.strip_prefix("read "))
+        .map(|n| n.parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(read, total);
+    let sources: Vec<&str> = events
+        .iter()
+        .filter_map(|e| e.strip_prefix("source "))
+        .collect();
+    assert_eq!(sources, vec!["news", "prose"]);
 }

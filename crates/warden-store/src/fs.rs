@@ -51,6 +51,52 @@ fn write_atomically(path: &Path, bytes: &[u8], private: bool) -> Result<(), Stor
     result.map_err(|e| io_err(path, e))
 }
 
+/// The path of the temporary file (or directory) beside `target` that an atomic write builds
+/// before renaming it into place: `.NAME.tmp-PID` in the same directory, so the rename never
+/// crosses file systems.
+pub fn temp_path_for(target: &Path) -> Result<std::path::PathBuf, StoreError> {
+    let file_name = target
+        .file_name()
+        .ok_or_else(|| io_err(target, std::io::Error::other("path has no file name")))?;
+    Ok(parent_or_dot(target).join(format!(
+        ".{}.tmp-{}",
+        file_name.to_string_lossy(),
+        std::process::id()
+    )))
+}
+
+fn parent_or_dot(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+/// Renames `from` over `to` and fsyncs the directory holding `to`, so the rename survives a
+/// power cut. Works for a directory too (`to` absent or an empty directory).
+pub fn rename_durably(from: &Path, to: &Path) -> Result<(), StoreError> {
+    fs::rename(from, to).map_err(|e| io_err(to, e))?;
+    let dir = parent_or_dot(to);
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_err(dir, e))
+}
+
+/// The last step of a streamed atomic write (callers that write large files through their own
+/// buffered writer, e.g. warden-corpus's digesting output files): fsyncs `file` (written at
+/// `tmp`), renames it over `target` and fsyncs the directory. `tmp` is removed on failure, so a
+/// reader sees the old file or the new one, never a mix.
+pub fn commit_temp_file(file: File, tmp: &Path, target: &Path) -> Result<(), StoreError> {
+    let result = file.sync_all().map_err(|e| io_err(tmp, e)).and_then(|()| {
+        drop(file);
+        rename_durably(tmp, target)
+    });
+    if result.is_err() {
+        let _ = fs::remove_file(tmp);
+    }
+    result
+}
+
 /// Replaces `path` with `bytes` atomically: readers see the old file or the new one, never a mix.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     write_atomically(path, bytes, false)

@@ -7,11 +7,14 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
 use warden_corpus::prove::{prove, verify_proof, Proof};
 use warden_corpus::synth::{self, SynthOptions};
 use warden_corpus::verify::{verify, SourceStatus, VerifyReport};
-use warden_corpus::{admit, Admission, AdmitOptions, AdmittedCorpus};
-use warden_keys::{Role, SigningKey};
+use warden_corpus::{
+    admit, check_signing_key, Admission, AdmitOptions, AdmitProgress, AdmittedCorpus, ProgressFn,
+};
+use warden_keys::{Role, SigningKey, TrustStore};
 use warden_lineage::RecordDraft;
 use warden_store::{fs, Lineage, StoreOptions};
 
@@ -30,6 +33,10 @@ pub enum Command {
         /// The corpus-authority private key.
         #[arg(long)]
         key: PathBuf,
+        /// Trust file that must trust KEY for the corpus-authority role, checked before anything
+        /// is written (default: trust.toml next to OUT).
+        #[arg(long)]
+        trust: Option<PathBuf>,
         /// The lineage to append the `corpus.admission` record to (default: OUT/lineage).
         #[arg(long)]
         lineage: Option<PathBuf>,
@@ -49,6 +56,10 @@ pub enum Command {
         /// Trust file (default: trust.toml next to DIR).
         #[arg(long)]
         trust: Option<PathBuf>,
+        /// Succeed even when an admitted source's data is not present (its root is then not
+        /// re-derived: only the signature and the admission's own files are checked).
+        #[arg(long)]
+        allow_missing_data: bool,
     },
     /// Print an inclusion proof for a sample hash, or a proof of its absence (JSON).
     Prove {
@@ -77,19 +88,28 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             declaration,
             out,
             key,
+            trust,
             lineage,
             skip_malformed,
             quiet,
             stats,
         } => {
             let key = Arc::new(fs::load_signing_key(&key)?);
+            // The key must be trusted for its role before anything is written.
+            let trust = load_trust_beside(&out, trust)?;
+            check_signing_key(&key, &trust)?;
+            let bar = admission_bar(quiet);
             let options = AdmitOptions {
                 skip_malformed,
-                progress: !quiet,
+                progress: bar.as_ref().map(progress_reporter),
                 ..AdmitOptions::default()
             };
             let cpu_before = cpu_seconds();
-            let admission = admit(&declaration, &out, &key, &options)?;
+            let admission = admit(&declaration, &out, &key, &options);
+            if let Some(bar) = bar {
+                bar.finish_and_clear();
+            }
+            let admission = admission?;
             if stats {
                 // Measured right after admission: the lineage append below is not included.
                 let secs = admission.elapsed.as_secs_f64();
@@ -110,15 +130,37 @@ pub fn run(command: Command) -> anyhow::Result<()> {
                 &lineage_dir,
                 StoreOptions::new(format!("warden.corpus/{}", admission.body.name)),
             )?;
-            let appended = record_admission(&lineage, &admission, &key)?;
+            // Appended after the admission is in place; a re-run after a crash between the two
+            // finds the admission complete and appends the missing record (only then). Only a
+            // re-run reads the lineage back: a fresh admission is a new event.
+            let existing = if admission.already_admitted {
+                find_admission_record(&lineage, &admission.declaration_digest)?
+            } else {
+                None
+            };
+            let recorded = match existing {
+                Some(index) => {
+                    outln!(
+                        "lineage: {ADMISSION_KIND} record {index} in {} already records this admission",
+                        lineage_dir.display()
+                    );
+                    Ok(())
+                }
+                None => record_admission(&lineage, &admission, &key).map(|appended| {
+                    outln!(
+                        "lineage: {ADMISSION_KIND} record {appended} in {}",
+                        lineage_dir.display()
+                    )
+                }),
+            };
             lineage.close()?;
-            outln!(
-                "lineage: {ADMISSION_KIND} record {appended} in {}",
-                lineage_dir.display()
-            );
-            Ok(())
+            recorded
         }
-        Command::Verify { dir, trust } => {
+        Command::Verify {
+            dir,
+            trust,
+            allow_missing_data,
+        } => {
             let (trust, _) = super::lineage::resolve_trust(&dir, trust)?;
             let report = verify(&dir, &trust)?;
             print_verify(&report);
@@ -126,6 +168,23 @@ pub fn run(command: Command) -> anyhow::Result<()> {
                 anyhow::bail!(
                     "{}: the data changed since admission (see above)",
                     dir.display()
+                );
+            }
+            let missing = report.missing();
+            if !missing.is_empty() {
+                let ids: Vec<&str> = missing.iter().map(|s| s.id.as_str()).collect();
+                if !allow_missing_data {
+                    anyhow::bail!(
+                        "{}: the data of {} admitted source(s) ({}) is not present, so it was not verified; move the corpus back (source paths resolve relative to the admission directory) or pass --allow-missing-data to check only the signature and the admission's files",
+                        dir.display(),
+                        ids.len(),
+                        ids.join(", ")
+                    );
+                }
+                eprintln!(
+                    "warning: --allow-missing-data: the data of {} ({}) was NOT verified",
+                    ids.len(),
+                    ids.join(", ")
                 );
             }
             Ok(())
@@ -175,6 +234,76 @@ pub fn run(command: Command) -> anyhow::Result<()> {
     }
 }
 
+/// The trust file `--trust` names, or `trust.toml` next to `out` (the directory that will hold
+/// it: `out` need not exist yet).
+fn load_trust_beside(out: &Path, trust: Option<PathBuf>) -> anyhow::Result<TrustStore> {
+    let path = match trust {
+        Some(path) => path,
+        None => {
+            let parent = match out.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            };
+            let candidate = parent.join("trust.toml");
+            if !candidate.exists() {
+                anyhow::bail!(
+                    "no trust file: pass --trust FILE (looked for {}); the signing key must be trusted for corpus-authority",
+                    candidate.display()
+                );
+            }
+            candidate
+        }
+    };
+    Ok(fs::load_trust(&path)?)
+}
+
+/// A progress bar on stderr (hidden when stderr is not a terminal), or none with `--quiet`.
+fn admission_bar(quiet: bool) -> Option<ProgressBar> {
+    if quiet {
+        return None;
+    }
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} admitting {msg:12} [{bar:30}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    Some(bar)
+}
+
+/// The admission progress callback drawing `bar`.
+fn progress_reporter(bar: &ProgressBar) -> ProgressFn {
+    let bar = bar.clone();
+    Arc::new(move |event| match event {
+        AdmitProgress::Started { total_bytes } => bar.set_length(total_bytes),
+        AdmitProgress::Source { id } => bar.set_message(id.to_string()),
+        AdmitProgress::Read { bytes } => bar.inc(bytes),
+        AdmitProgress::SourcesRead => bar.finish_and_clear(),
+    })
+}
+
+/// The index of the `corpus.admission` record for the declaration digest `digest`, if the
+/// lineage has one. Read backwards in batches (the latest admissions are the likely ones), so
+/// memory stays bounded whatever the lineage's size.
+pub fn find_admission_record(lineage: &Lineage, digest: &[u8; 32]) -> anyhow::Result<Option<u64>> {
+    const BATCH: u64 = 4096;
+    let digest = hex::encode(digest);
+    let mut end = lineage.len();
+    while end > 0 {
+        let start = end.saturating_sub(BATCH);
+        let records = lineage.read_range(start..end)?;
+        if let Some(found) = records.iter().rev().find(|r| {
+            r.record.kind == ADMISSION_KIND
+                && r.record.payload["declaration_sha256"].as_str() == Some(digest.as_str())
+        }) {
+            return Ok(Some(found.record.seq));
+        }
+        end = start;
+    }
+    Ok(None)
+}
+
 /// Appends the `corpus.admission` record; returns its index.
 pub fn record_admission(
     lineage: &Lineage,
@@ -190,12 +319,20 @@ pub fn record_admission(
 
 fn print_admission(a: &Admission) {
     let b = &a.body;
-    outln!(
-        "admitted corpus `{}` into {} in {:.2} s",
-        b.name,
-        a.out_dir.display(),
-        a.elapsed.as_secs_f64()
-    );
+    if a.already_admitted {
+        outln!(
+            "already admitted: {} holds this admission (declaration sha256 {}); nothing rewritten",
+            a.out_dir.display(),
+            hex::encode(a.declaration_digest)
+        );
+    } else {
+        outln!(
+            "admitted corpus `{}` into {} in {:.2} s",
+            b.name,
+            a.out_dir.display(),
+            a.elapsed.as_secs_f64()
+        );
+    }
     outln!(
         "  {:<16} {:<15} {:<22} {:>9} {:>8} {:>9} {:>10}",
         "source",
@@ -313,9 +450,10 @@ fn print_verify(r: &VerifyReport) {
 
 #[derive(Args)]
 pub struct BenchArgs {
-    /// Tiny Shakespeare (relative paths resolve against the repository root).
-    #[arg(long, default_value = "../shared/data/tinyshakespeare.txt")]
-    shakespeare: PathBuf,
+    /// Also admit this text file (blank-line-separated documents), e.g. tinyshakespeare.txt.
+    /// By default only the embedded synthetic corpus is used, generated at the sizes below.
+    #[arg(long, value_name = "FILE")]
+    input: Option<PathBuf>,
     /// Size of the large generated corpus, MB of admitted text.
     #[arg(long, default_value_t = 200)]
     size_mb: u64,
@@ -328,18 +466,6 @@ pub struct BenchArgs {
     /// Where to generate and admit (default: the system temporary directory).
     #[arg(long)]
     dir: Option<PathBuf>,
-}
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn resolve_in_repo(path: &Path) -> PathBuf {
-    if path.is_absolute() || path.exists() {
-        path.to_path_buf()
-    } else {
-        repo_root().join(path)
-    }
 }
 
 /// Peak resident memory since the last reset, from /proc/self/status (VmHWM), in MB.
@@ -436,6 +562,32 @@ fn bench_admit(
     Ok(run)
 }
 
+/// Admits one text file given with `--input` (e.g. tinyshakespeare: speeches as documents).
+fn bench_input(base: &Path, input: &Path, key_file: &Path) -> anyhow::Result<()> {
+    let input =
+        std::fs::canonicalize(input).with_context(|| format!("--input {}", input.display()))?;
+    let name = input
+        .file_name()
+        .map_or_else(|| "input".to_string(), |n| n.to_string_lossy().into_owned());
+    let decl = base.join("input.toml");
+    std::fs::write(
+        &decl,
+        format!(
+            "[corpus]\nname = \"bench-input\"\n[policy]\nadmitted_licenses = [\"CC0-1.0\"]\n[[source]]\nid = \"input\"\npath = {}\nformat = \"text\"\nlicense = \"CC0-1.0\"\nclass = \"public-domain\"\nprovenance = {{ origin = {}, collected = \"unknown\", collector = \"bench\" }}\n",
+            toml::Value::String(input.display().to_string()),
+            toml::Value::String(name.clone())
+        ),
+    )?;
+    bench_admit(
+        &format!("{name} (blank-line documents)"),
+        &decl,
+        &base.join("out-input"),
+        key_file,
+        None,
+    )?;
+    Ok(())
+}
+
 /// Synth scale giving about `mb` MB of admitted text (refused sources are not read).
 fn scale_for(mb: u64) -> f64 {
     mb as f64 / 3.6
@@ -449,7 +601,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&base).with_context(|| base.display().to_string())?;
     let result = bench_in(
         &base,
-        &args.shakespeare,
+        args.input.as_deref(),
         args.small_mb,
         args.size_mb,
         args.also_mb,
@@ -460,7 +612,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
 
 fn bench_in(
     base: &Path,
-    shakespeare: &Path,
+    input: Option<&Path>,
     small_mb: u64,
     size_mb: u64,
     also_mb: Option<u64>,
@@ -468,27 +620,15 @@ fn bench_in(
     let key = SigningKey::generate(Role::CorpusAuthority, "bench.corpus")?;
     let key_file = base.join("bench-corpus.key");
     fs::atomic_write_private(&key_file, key.to_file_text().as_bytes())?;
+    let mut trust = TrustStore::new();
+    trust.add(Role::CorpusAuthority, key.public().clone());
+    fs::atomic_write(&base.join("trust.toml"), trust.to_toml().as_bytes())?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     outln!("warden bench corpus ({cores} cores; admission = stream + SHA-256 + flaggers + 8-gram fingerprints + Merkle roots + signed outputs with fsync)");
 
-    let shakespeare = resolve_in_repo(shakespeare);
-    let shakespeare = std::fs::canonicalize(&shakespeare)
-        .with_context(|| format!("{} (pass --shakespeare PATH)", shakespeare.display()))?;
-    let decl = base.join("shakespeare.toml");
-    std::fs::write(
-        &decl,
-        format!(
-            "[corpus]\nname = \"tinyshakespeare\"\n[policy]\nadmitted_licenses = [\"CC0-1.0\"]\n[[source]]\nid = \"shakespeare\"\npath = {}\nformat = \"text\"\nlicense = \"CC0-1.0\"\nclass = \"public-domain\"\nprovenance = {{ origin = \"karpathy/char-rnn\", collected = \"2015\", collector = \"bench\" }}\n",
-            toml::Value::String(shakespeare.display().to_string())
-        ),
-    )?;
-    bench_admit(
-        "tinyshakespeare (speeches as documents)",
-        &decl,
-        &base.join("out-shakespeare"),
-        &key_file,
-        None,
-    )?;
+    if let Some(input) = input {
+        bench_input(base, input, &key_file)?;
+    }
 
     let mut runs = Vec::new();
     for mb in [small_mb, size_mb].into_iter().chain(also_mb) {
@@ -571,6 +711,7 @@ pub fn demo_stage(ctx: &mut super::demo::DemoContext) -> anyhow::Result<()> {
             .collect::<Vec<_>>()
     );
     let corpus_dir = ctx.dir.join("corpus");
+    check_signing_key(&ctx.keys.corpus, &ctx.trust)?;
     let admission = admit(
         &summary.declaration,
         &corpus_dir,
