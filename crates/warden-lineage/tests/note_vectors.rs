@@ -90,7 +90,7 @@ fn trust(vkeys: &[Value]) -> TrustStore {
 fn verify_note(note: &str, trust: &TrustStore) -> Result<(SignedCheckpoint, Vec<KeyRef>), String> {
     let parsed = SignedCheckpoint::parse(note).map_err(|e| e.to_string())?;
     let signers = parsed
-        .verify_signatures(trust)
+        .verify_signatures(trust, &BTreeSet::from([ROLE]))
         .map_err(|e: CheckpointFault| e.to_string())?;
     Ok((parsed, signers))
 }
