@@ -1,13 +1,10 @@
-//! Fuzzes the segment-file scanner: never panic, and frames found lie inside the file.
+//! Fuzz target `segment_frames`: the body is `warden_fuzz_targets`'s, shared with the seed-replay test.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use warden_store::frame::{scan, SEGMENT_MAGIC};
 
 fuzz_target!(|data: &[u8]| {
-    let file = scan(data.to_vec(), SEGMENT_MAGIC);
-    for &(start, len) in &file.frames {
-        assert!(start + len <= data.len());
-    }
-    assert!(file.valid_len as usize <= data.len());
+    let target = warden_fuzz_targets::target("segment_frames")
+        .expect("listed in warden_fuzz_targets::TARGETS");
+    let _ = (target.run)(data);
 });
