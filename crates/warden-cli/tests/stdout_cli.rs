@@ -4,15 +4,17 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-/// Runs `warden ARGS` with its stdout a pipe whose read end is closed before the child writes.
+/// Runs `warden ARGS` with its stdout a pipe whose read end is closed before the child starts,
+/// so its first write fails however fast it is.
 fn run_with_closed_stdout(args: &[&str]) -> (Option<i32>, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_warden"))
+    let (reader, writer) = std::io::pipe().expect("make a pipe");
+    drop(reader);
+    let child = Command::new(env!("CARGO_BIN_EXE_warden"))
         .args(args)
-        .stdout(Stdio::piped())
+        .stdout(Stdio::from(writer))
         .stderr(Stdio::piped())
         .spawn()
         .expect("run warden");
-    drop(child.stdout.take());
     let output = child.wait_with_output().expect("wait for warden");
     (
         output.status.code(),
