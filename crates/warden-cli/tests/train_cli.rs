@@ -12,6 +12,9 @@ struct Fixture {
     dir: tempfile::TempDir,
 }
 
+/// The corpus authority's key seed (tests re-admit with it and relabel it).
+const CORPUS_SEED: [u8; 32] = [7; 32];
+
 const DECLARATION: &str = r#"
 [corpus]
 name = "tiny"
@@ -73,7 +76,8 @@ impl Fixture {
         std::fs::write(corpus_dir.join("notes.txt"), paragraphs("note", 20)).unwrap();
         std::fs::write(corpus_dir.join("heldout.txt"), paragraphs("held", 10)).unwrap();
         std::fs::write(corpus_dir.join("declaration.toml"), DECLARATION).unwrap();
-        let corpus_key = SigningKey::generate(Role::CorpusAuthority, "corpus").unwrap();
+        let corpus_key =
+            SigningKey::from_seed(Role::CorpusAuthority, "corpus", &CORPUS_SEED).unwrap();
         let training_key = SigningKey::generate(Role::TrainingAuthority, "trainer").unwrap();
         let mut trust = TrustStore::new();
         trust.add(Role::CorpusAuthority, corpus_key.public().clone());
@@ -172,6 +176,34 @@ max_norm = 5.0
         parts[paragraph] = format!("{} (quietly edited after admission)", parts[paragraph]);
         std::fs::write(&path, parts.join("\n\n")).unwrap();
         parts[paragraph].clone()
+    }
+}
+
+impl Fixture {
+    fn resume(&self, extra: &[&str]) -> Output {
+        let mut args = vec!["train", "resume", "run"];
+        args.extend_from_slice(extra);
+        if !extra.contains(&"--key") {
+            args.extend_from_slice(&["--key", "trainer.key"]);
+        }
+        args.extend_from_slice(&["--trust", "trust.toml"]);
+        self.warden(&args)
+    }
+
+    fn trust(&self) -> TrustStore {
+        TrustStore::parse(
+            &std::fs::read_to_string(self.path("trust.toml")).unwrap(),
+            "trust.toml",
+        )
+        .unwrap()
+    }
+
+    /// The digest of the declaration now in `admitted/`, as training computes it.
+    fn declaration_digest(&self) -> String {
+        use warden_train::data::AdmissionIndex as _;
+        let admitted =
+            warden_train::admitted::Admitted::load(&self.path("admitted"), &self.trust()).unwrap();
+        hex::encode(admitted.declaration_digest())
     }
 }
 
@@ -485,4 +517,246 @@ fn an_unauthorized_evaluation_is_refused_and_recorded() {
     assert!(evals[2]["sources"]["heldout"]["loss"].as_f64().is_some());
     assert!(evals[3]["refused"].is_array());
     assert!(text(&out).contains("evals 2 refused 2"), "{}", text(&out));
+    // The summary reports the results of the latest evaluation that ran.
+    assert!(
+        text(&out).contains("evaluation at iteration 6: held-out loss heldout"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn resume_refuses_a_corpus_readmitted_into_the_run_corpus_directory_naming_both_digests() {
+    let f = Fixture::new();
+    assert!(f.train("config.toml", "run").status.success());
+    let recorded = f.declaration_digest();
+    let before = f.records("run").len();
+    // Changed data admitted (and signed by the real corpus authority) into the same directory.
+    f.edit_prose_line(3);
+    std::fs::remove_dir_all(f.path("admitted")).unwrap();
+    let corpus_key = SigningKey::from_seed(Role::CorpusAuthority, "corpus", &CORPUS_SEED).unwrap();
+    warden_corpus::admit(
+        &f.path("src/declaration.toml"),
+        &f.path("admitted"),
+        &corpus_key,
+        &warden_corpus::AdmitOptions::default(),
+    )
+    .unwrap();
+    let found = f.declaration_digest();
+    assert_ne!(recorded, found);
+    let out = f.resume(&["--steps", "12"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("is not the run's"), "{stderr}");
+    assert!(stderr.contains(&recorded), "{stderr}");
+    assert!(stderr.contains(&found), "{stderr}");
+    assert_eq!(f.records("run").len(), before, "nothing appended");
+}
+
+#[test]
+fn a_corpus_key_relabelled_training_authority_is_refused_before_anything_is_written() {
+    let f = Fixture::new();
+    let relabelled =
+        SigningKey::from_seed(Role::TrainingAuthority, "corpus", &CORPUS_SEED).unwrap();
+    std::fs::write(f.path("relabelled.key"), relabelled.to_file_text()).unwrap();
+    let out = f.warden(&[
+        "train",
+        "config.toml",
+        "--out",
+        "run",
+        "--key",
+        "relabelled.key",
+        "--trust",
+        "trust.toml",
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("is not trusted for training-authority"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("accepts it only as corpus-authority"),
+        "{stderr}"
+    );
+    assert!(!f.path("run").exists(), "no run directory, no lineage");
+
+    // Resuming a real run with it appends nothing either.
+    assert!(f.train("config.toml", "run").status.success());
+    let before = f.records("run").len();
+    let out = f.resume(&["--steps", "12", "--key", "relabelled.key"]);
+    assert!(!out.status.success());
+    assert!(text(&out).contains("is not trusted for training-authority"));
+    assert_eq!(f.records("run").len(), before);
+    f.verify("run");
+}
+
+#[test]
+fn a_policy_version_label_names_one_policy_for_the_life_of_a_run() {
+    let f = Fixture::new();
+    assert!(f.train("config.toml", "run").status.success());
+    let v2 = "version = \"train-v2\"\nfailure = \"halt\"\ncheckpoint_every = 3\n\n[[regions]]\nmatch = \"embed\"\nfrozen = true\n";
+    std::fs::write(f.path("v2.toml"), v2).unwrap();
+    let out = f.resume(&["--policy", "v2.toml", "--steps", "10"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let before = f.records("run").len();
+    let digest = |text: &str| {
+        warden_train::run::policy_digest(
+            &warden_train::policy::TrainingPolicy::parse(text, "t").unwrap(),
+        )
+        .unwrap()
+    };
+
+    // Another policy called train-v2 is refused, naming the label and both digests.
+    let other = v2.replace("embed", "head");
+    std::fs::write(f.path("v2-other.toml"), &other).unwrap();
+    let out = f.resume(&["--policy", "v2-other.toml", "--steps", "12"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("policy version \"train-v2\""), "{stderr}");
+    assert!(stderr.contains(&digest(v2)), "{stderr}");
+    assert!(stderr.contains(&digest(&other)), "{stderr}");
+
+    // So is going back to the start's label with a different policy.
+    let v1_other = other.replace("train-v2", "train-v1");
+    std::fs::write(f.path("v1-other.toml"), &v1_other).unwrap();
+    let out = f.resume(&["--policy", "v1-other.toml", "--steps", "12"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("policy version \"train-v1\""),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(f.records("run").len(), before, "nothing appended");
+
+    // The same policy under its own label (other formatting) is no conflict.
+    std::fs::write(f.path("v2-again.toml"), format!("# same policy\n{v2}")).unwrap();
+    let out = f.resume(&["--policy", "v2-again.toml", "--steps", "12"]);
+    assert!(out.status.success(), "{}", text(&out));
+    f.verify("run");
+}
+
+#[test]
+fn resume_of_a_finished_run_says_it_is_complete_and_appends_nothing() {
+    let f = Fixture::new();
+    assert!(f.train("config.toml", "run").status.success());
+    let before = f.records("run").len();
+    let model = std::fs::read(f.path("run/model.safetensors")).unwrap();
+    let out = f.resume(&[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("the run is complete (8 iterations"),
+        "{}",
+        text(&out)
+    );
+    assert!(!text(&out).contains("NaN"), "{}", text(&out));
+    assert_eq!(f.records("run").len(), before);
+    assert_eq!(
+        std::fs::read(f.path("run/model.safetensors")).unwrap(),
+        model
+    );
+
+    // Extending it trains from the final checkpoint (no replayed iterations), one more complete.
+    let out = f.resume(&["--steps", "10"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let records = f.records("run");
+    let transition = records
+        .iter()
+        .find(|r| r.record.kind == "train.transition")
+        .unwrap();
+    assert_eq!(transition.record.payload["resumed_from_iteration"], 8);
+    assert_eq!(transition.record.payload["replayed_iterations"], 0);
+    assert_eq!(
+        kinds(&records)
+            .iter()
+            .filter(|k| *k == "train.complete")
+            .count(),
+        2
+    );
+    f.verify("run");
+}
+
+#[test]
+fn config_errors_name_the_field_and_zero_steps_are_refused_without_a_trace() {
+    let f = Fixture::new();
+    f.write_config("bad.toml", 8, "halt", "");
+    let bad = std::fs::read_to_string(f.path("bad.toml"))
+        .unwrap()
+        .replace("heads = 2", "heads = 3");
+    std::fs::write(f.path("bad.toml"), bad).unwrap();
+    let out = f.train("bad.toml", "run");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("model.heads: must divide model.width"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("ModelConfig"), "{stderr}");
+    assert!(!f.path("run").exists());
+
+    f.write_config("zero.toml", 0, "halt", "");
+    let out = f.train("zero.toml", "run");
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("steps: must be at least 1"),
+        "{}",
+        text(&out)
+    );
+    assert!(!f.path("run").exists(), "no model, no run directory");
+}
+
+#[test]
+fn a_failed_start_leaves_nothing_and_the_same_command_then_succeeds() {
+    let f = Fixture::new();
+    // The corpus is missing: refused before the run directory exists.
+    let config = std::fs::read_to_string(f.path("config.toml")).unwrap();
+    std::fs::write(
+        f.path("missing.toml"),
+        config.replace("corpus = \"admitted\"", "corpus = \"not-admitted\""),
+    )
+    .unwrap();
+    let out = f.train("missing.toml", "run");
+    assert!(!out.status.success());
+    assert!(!f.path("run").exists());
+    // The lineage cannot be opened (a file, not a directory): what the start wrote is removed.
+    let out = f.warden(&[
+        "train",
+        "config.toml",
+        "--out",
+        "run",
+        "--key",
+        "trainer.key",
+        "--trust",
+        "trust.toml",
+        "--lineage",
+        "trust.toml",
+    ]);
+    assert!(!out.status.success());
+    assert!(!f.path("run").exists(), "{}", text(&out));
+    assert!(f.path("trust.toml").is_file());
+    // The same command, fixed, then succeeds.
+    let out = f.train("config.toml", "run");
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+#[test]
+fn records_are_signed_one_by_one_by_default_and_per_window_when_configured() {
+    let f = Fixture::new();
+    assert!(f.train("config.toml", "run").status.success());
+    let records = f.records("run");
+    assert!(records.iter().all(|r| r.signature.is_some()));
+    f.verify("run");
+
+    let config = std::fs::read_to_string(f.path("config.toml")).unwrap();
+    std::fs::write(
+        f.path("window.toml"),
+        config.replace("[policy]", "[lineage]\ncadence = \"window\"\n\n[policy]"),
+    )
+    .unwrap();
+    let out = f.train("window.toml", "windowed");
+    assert!(out.status.success(), "{}", text(&out));
+    let records = f.records("windowed");
+    assert!(records.iter().all(|r| r.signature.is_none()));
+    let verified = f.verify("windowed");
+    assert_eq!(verified.sealed, records.len() as u64);
 }

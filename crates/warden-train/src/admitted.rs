@@ -111,9 +111,14 @@ pub fn load_canaries(path: &Path) -> Result<Vec<Canary>, TrainError> {
         format: String,
     }
     let bytes = crate::io::read(path)?;
-    let entries: Vec<Entry> = serde_json::from_slice(&bytes).map_err(|e| TrainError::Io {
-        path: path.display().to_string(),
-        reason: format!("not a canaries list: {e}"),
+    let entries: Vec<Entry> = serde_json::from_slice(&bytes).map_err(|e| {
+        TrainError::io(
+            path,
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("not a canaries list: {e}"),
+            ),
+        )
     })?;
     Ok(entries
         .iter()

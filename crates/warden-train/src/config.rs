@@ -52,17 +52,40 @@ pub struct TrainConfig {
     pub model: ModelConfig,
     pub optimizer: AdamWConfig,
     pub eval: Option<EvalRequest>,
+    /// How the run's records are signed (`[lineage] cadence`); default: every record.
+    #[serde(default)]
+    pub lineage: LineageSettings,
     pub policy: TrainingPolicy,
+}
+
+/// How training records are authenticated in the lineage.
+///
+/// `record` (the default): every record carries its own training-authority signature, so a
+/// crash leaves an authenticated tail. `window`: records are chained and sealed by the signed
+/// checkpoints the policy's `lineage` cadence takes (fewer signatures; records after the last
+/// checkpoint are unauthenticated until the next one).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SigningCadence {
+    #[default]
+    Record,
+    Window,
+}
+
+/// The `[lineage]` table of the training config.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LineageSettings {
+    #[serde(default)]
+    pub cadence: SigningCadence,
 }
 
 impl TrainConfig {
     /// Parses a config; a relative corpus path is resolved against `base_dir`.
     pub fn parse(text: &str, origin: &str, base_dir: &Path) -> Result<TrainConfig, TrainError> {
-        let mut config: TrainConfig = toml::from_str(text).map_err(|e| {
-            TrainError::Config(format!(
-                "{origin}: {}",
-                e.to_string().trim().replace('\n', " ")
-            ))
+        let mut config: TrainConfig = toml::from_str(text).map_err(|e| TrainError::Syntax {
+            origin: origin.to_string(),
+            reason: e.to_string().trim().replace('\n', " "),
         })?;
         if config.corpus.is_relative() {
             config.corpus = base_dir.join(&config.corpus);
@@ -81,12 +104,18 @@ impl TrainConfig {
     pub fn validate(&self) -> Result<(), TrainError> {
         self.model.validate()?;
         self.optimizer.validate()?;
+        if self.steps == 0 {
+            return Err(TrainError::field(
+                "steps",
+                "must be at least 1 (a run of 0 steps would write an untrained model)",
+            ));
+        }
         if self.batch_size == 0 {
-            return Err(TrainError::Config("batch_size must be at least 1".into()));
+            return Err(TrainError::field("batch_size", "must be at least 1"));
         }
         if let Some(eval) = &self.eval {
             if eval.every == 0 {
-                return Err(TrainError::Config("eval.every must be at least 1".into()));
+                return Err(TrainError::field("eval.every", "must be at least 1"));
             }
         }
         Ok(())

@@ -8,24 +8,17 @@ use sha2::{Digest as _, Sha256};
 
 use crate::TrainError;
 
-fn io_error(path: &Path, err: std::io::Error) -> TrainError {
-    TrainError::Io {
-        path: path.display().to_string(),
-        reason: err.to_string(),
-    }
-}
-
 /// Writes `bytes` to `path` durably (temporary file, fsync, rename, directory fsync): the one
 /// implementation in `warden_store::fs`, with the error mapped to this crate's.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
-    warden_store::fs::atomic_write(path, bytes).map_err(|e| TrainError::Io {
-        path: path.display().to_string(),
-        reason: e.to_string(),
+    warden_store::fs::atomic_write(path, bytes).map_err(|source| TrainError::Write {
+        path: path.to_path_buf(),
+        source,
     })
 }
 
 pub fn read(path: &Path) -> Result<Vec<u8>, TrainError> {
-    std::fs::read(path).map_err(|e| io_error(path, e))
+    std::fs::read(path).map_err(|e| TrainError::io(path, e))
 }
 
 /// Encodes f32 tensors as safetensors (names sorted, header padded to 8 bytes) with optional
@@ -76,7 +69,10 @@ pub type Metadata = BTreeMap<String, String>;
 
 /// Decodes safetensors bytes into tensors and metadata; `origin` is named in errors.
 pub fn read_safetensors(bytes: &[u8], origin: &str) -> Result<(Tensors, Metadata), TrainError> {
-    let bad = |reason: String| TrainError::Checkpoint(format!("{origin}: {reason}"));
+    let bad = |reason: String| TrainError::Checkpoint {
+        path: origin.into(),
+        reason,
+    };
     let tensors = candle_core::safetensors::load_buffer(bytes, &Device::Cpu)
         .map_err(|e| bad(e.to_string()))?;
     let (_, header) =

@@ -26,13 +26,13 @@ impl RecordSink for LineageSink<'_> {
         self.lineage
             .append(draft, &self.key)
             .map(|a| a.index)
-            .map_err(|e| TrainError::Lineage(format!("appending {kind}: {e}")))
+            .map_err(|e| TrainError::lineage(format!("appending {kind}"), e))
     }
 
     fn checkpoint(&mut self) -> Result<(), TrainError> {
         self.lineage
             .checkpoint()
             .map(|_| ())
-            .map_err(|e| TrainError::Lineage(format!("checkpoint: {e}")))
+            .map_err(|e| TrainError::lineage("signing a checkpoint", e))
     }
 }

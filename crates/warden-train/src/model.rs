@@ -29,16 +29,27 @@ pub struct ModelConfig {
 
 impl ModelConfig {
     pub fn validate(&self) -> Result<(), TrainError> {
-        if self.layers == 0 || self.width == 0 || self.heads == 0 || self.context < 2 {
-            return Err(TrainError::Config(format!(
-                "model: layers, width, heads must be positive and context at least 2 (got {self:?})"
-            )));
+        for (field, value, min) in [
+            ("model.layers", self.layers, 1),
+            ("model.width", self.width, 1),
+            ("model.heads", self.heads, 1),
+            ("model.context", self.context, 2),
+        ] {
+            if value < min {
+                return Err(TrainError::field(
+                    field,
+                    format!("must be at least {min} (got {value})"),
+                ));
+            }
         }
         if self.width % self.heads != 0 {
-            return Err(TrainError::Config(format!(
-                "model: width {} is not divisible by heads {}",
-                self.width, self.heads
-            )));
+            return Err(TrainError::field(
+                "model.heads",
+                format!(
+                    "must divide model.width (width {} is not divisible by {} heads)",
+                    self.width, self.heads
+                ),
+            ));
         }
         Ok(())
     }
@@ -183,11 +194,11 @@ impl Gpt {
         config.validate()?;
         let mut vars = BTreeMap::new();
         for (name, shape) in config.parameter_shapes() {
-            let tensor = tensors
-                .get(&name)
-                .ok_or_else(|| TrainError::Checkpoint(format!("parameter {name} is missing")))?;
+            let tensor = tensors.get(&name).ok_or_else(|| {
+                TrainError::CheckpointContent(format!("parameter {name} is missing"))
+            })?;
             if tensor.dims() != shape.as_slice() || tensor.dtype() != DType::F32 {
-                return Err(TrainError::Checkpoint(format!(
+                return Err(TrainError::CheckpointContent(format!(
                     "parameter {name} has shape {:?} {:?}, expected {shape:?} f32",
                     tensor.dims(),
                     tensor.dtype()
@@ -245,9 +256,9 @@ impl Gpt {
     /// Replaces every parameter's value (rollback to a checkpoint).
     pub fn load(&self, tensors: &BTreeMap<String, Tensor>) -> Result<(), TrainError> {
         for (name, var) in &self.vars {
-            let value = tensors
-                .get(name)
-                .ok_or_else(|| TrainError::Checkpoint(format!("parameter {name} is missing")))?;
+            let value = tensors.get(name).ok_or_else(|| {
+                TrainError::CheckpointContent(format!("parameter {name} is missing"))
+            })?;
             var.set(value)?;
         }
         Ok(())

@@ -41,19 +41,44 @@ fn default_eps() -> f64 {
 
 impl AdamWConfig {
     pub fn validate(&self) -> Result<(), TrainError> {
-        let ok = self.learning_rate.is_finite()
-            && self.learning_rate > 0.0
-            && (0.0..1.0).contains(&self.beta1)
-            && (0.0..1.0).contains(&self.beta2)
-            && self.eps > 0.0
-            && self.weight_decay >= 0.0;
-        if ok {
-            Ok(())
-        } else {
-            Err(TrainError::Config(format!(
-                "optimizer: learning_rate > 0, 0 <= beta < 1, eps > 0, weight_decay >= 0 required (got {self:?})"
-            )))
+        let checks = [
+            (
+                "optimizer.learning_rate",
+                self.learning_rate,
+                self.learning_rate.is_finite() && self.learning_rate > 0.0,
+                "must be a finite number above 0",
+            ),
+            (
+                "optimizer.beta1",
+                self.beta1,
+                (0.0..1.0).contains(&self.beta1),
+                "must be at least 0 and below 1",
+            ),
+            (
+                "optimizer.beta2",
+                self.beta2,
+                (0.0..1.0).contains(&self.beta2),
+                "must be at least 0 and below 1",
+            ),
+            (
+                "optimizer.eps",
+                self.eps,
+                self.eps.is_finite() && self.eps > 0.0,
+                "must be a finite number above 0",
+            ),
+            (
+                "optimizer.weight_decay",
+                self.weight_decay,
+                self.weight_decay.is_finite() && self.weight_decay >= 0.0,
+                "must be a finite number, 0 or more",
+            ),
+        ];
+        for (field, value, ok, rule) in checks {
+            if !ok {
+                return Err(TrainError::field(field, format!("{rule} (got {value})")));
+            }
         }
+        Ok(())
     }
 }
 
@@ -149,7 +174,7 @@ impl AdamW {
     pub fn restore(&mut self, state: BTreeMap<String, Moments>) -> Result<(), TrainError> {
         for name in self.state.keys() {
             if !state.contains_key(name) {
-                return Err(TrainError::Checkpoint(format!(
+                return Err(TrainError::CheckpointContent(format!(
                     "optimizer state for {name} is missing"
                 )));
             }

@@ -205,11 +205,9 @@ fn positive(value: Option<f64>, what: &str) -> Result<(), TrainError> {
 
 impl TrainingPolicy {
     pub fn parse(text: &str, origin: &str) -> Result<TrainingPolicy, TrainError> {
-        toml::from_str(text).map_err(|e| {
-            TrainError::Config(format!(
-                "{origin}: {}",
-                e.to_string().trim().replace('\n', " ")
-            ))
+        toml::from_str(text).map_err(|e| TrainError::Syntax {
+            origin: origin.to_string(),
+            reason: e.to_string().trim().replace('\n', " "),
         })
     }
 

@@ -153,11 +153,58 @@ impl Timings {
     }
 }
 
+/// The gate a failure was found at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Gate {
+    Data,
+    Gradient,
+}
+
+impl std::fmt::Display for Gate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Gate::Data => "data",
+            Gate::Gradient => "gradient",
+        })
+    }
+}
+
 /// What one iteration ended as (a halt is an `Err(TrainError::Halted)`).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     Admitted { loss: f32, tokens: usize },
-    Quarantined { gate: String, detail: String },
+    Quarantined { gate: Gate, detail: String },
+}
+
+/// What the data gate decided for one drawn sample. Recorded as the sample's `status` string
+/// (`admitted`, `refused: REASON`, `skipped: quarantined at iteration N`), unchanged from the
+/// record format before this type existed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SampleStatus {
+    Admitted,
+    /// Not admissible (not in the declaration's admitted sources, license, class, ...).
+    Refused(String),
+    /// Quarantined by an earlier failure of the data gate at iteration `at`.
+    Quarantined {
+        at: u64,
+    },
+}
+
+impl std::fmt::Display for SampleStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SampleStatus::Admitted => f.write_str("admitted"),
+            SampleStatus::Refused(reason) => write!(f, "refused: {reason}"),
+            SampleStatus::Quarantined { at } => write!(f, "skipped: quarantined at iteration {at}"),
+        }
+    }
+}
+
+impl Serialize for SampleStatus {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
 }
 
 struct Snapshot {
@@ -165,8 +212,19 @@ struct Snapshot {
     params: BTreeMap<String, Tensor>,
     moments: BTreeMap<String, Moments>,
     last_update: BTreeMap<String, u64>,
-    detectors: Vec<Value>,
+    /// Each detector's state in its compact binary form ([`Detector::save`]).
+    detectors: Vec<Vec<u8>>,
     last_eval: Option<u64>,
+}
+
+/// Where a checkpoint's detector state lives: a sidecar file next to the safetensors file,
+/// committed to by its SHA-256 here (the detector memory stays out of the safetensors header,
+/// which readers cap at 100 MB).
+#[derive(Serialize, Deserialize)]
+struct DetectorStateRef {
+    file: String,
+    sha256: String,
+    bytes: u64,
 }
 
 /// State saved next to the tensors of a checkpoint.
@@ -175,7 +233,7 @@ struct CheckpointState {
     iteration: u64,
     adam_steps: BTreeMap<String, u64>,
     last_update: BTreeMap<String, u64>,
-    detectors: Vec<Value>,
+    detectors: Option<DetectorStateRef>,
     last_eval: Option<u64>,
     quarantined: BTreeMap<usize, u64>,
     recent_failures: Vec<u64>,
@@ -184,23 +242,113 @@ struct CheckpointState {
     config_digest: String,
 }
 
+/// A gate's failure, before the failure mode decides between halt and quarantine.
 struct Failure {
-    gate: &'static str,
+    gate: Gate,
     detail: String,
     sample: Option<usize>,
 }
 
+/// Why the stages of an iteration stopped early: a gate failed (recorded as `train.failure`,
+/// handled by the failure mode) or the computation itself failed (an error, nothing recorded).
+enum Stop {
+    Failure(Failure),
+    Error(TrainError),
+}
+
+impl From<TrainError> for Stop {
+    fn from(err: TrainError) -> Stop {
+        Stop::Error(err)
+    }
+}
+
+impl From<candle_core::Error> for Stop {
+    fn from(err: candle_core::Error) -> Stop {
+        Stop::Error(err.into())
+    }
+}
+
+/// One drawn sample as the stages see it.
 struct Entry {
     pool_idx: usize,
     offset: usize,
     len: usize,
     depth: Option<String>,
     class: String,
-    status: String,
+    status: SampleStatus,
     weight: f64,
     /// Byte spans of the sample's text whose target positions get `span_weight`.
     spans: Vec<(usize, usize)>,
     span_weight: f64,
+}
+
+/// One iteration's batch, filled in stage by stage.
+struct Batch {
+    entries: Vec<Entry>,
+    /// Indices (into `entries`) of the samples the data gate admitted.
+    admitted: Vec<usize>,
+    findings: Vec<Finding>,
+    per_sample_loss: BTreeMap<usize, f32>,
+    loss_sum: f64,
+    loss_weight: f64,
+    n_tokens: usize,
+    /// One record per depth group's forward/backward pass.
+    group_records: Vec<Value>,
+}
+
+/// The gradient gate's decisions for one iteration.
+struct GradientDecision {
+    updates: Vec<(String, Tensor)>,
+    region_records: Vec<Value>,
+    /// (admitted, clipped, rejected) regions.
+    verdict_counts: (u64, u64, u64),
+}
+
+/// Applies a detection to its entry: a whole-sample finding caps the sample's weight, a span
+/// finding down-weights those target bytes.
+fn apply_finding(entries: &mut [Entry], finding: &Finding, kept: f64) {
+    let entry = &mut entries[finding.sample];
+    if finding.spans.is_empty() {
+        entry.weight = entry.weight.min(kept);
+    } else {
+        entry.spans.extend(finding.spans.iter().copied());
+        entry.span_weight = entry.span_weight.min(kept);
+    }
+}
+
+impl Batch {
+    /// Mean loss over the samples that reached a forward pass (NaN when none did).
+    fn mean_loss(&self) -> f32 {
+        if self.loss_weight > 0.0 {
+            (self.loss_sum / self.loss_weight) as f32
+        } else {
+            f32::NAN
+        }
+    }
+}
+
+/// Token weights for a depth group: target bytes inside detected spans (exact repeats) keep
+/// only their entry's `span_weight`; `None` when no member has a span.
+fn span_weights(
+    entries: &[Entry],
+    members: &[usize],
+    mask: &Tensor,
+) -> Result<Option<Tensor>, TrainError> {
+    if members.iter().all(|&i| entries[i].spans.is_empty()) {
+        return Ok(None);
+    }
+    let (rows, cols) = mask.dims2()?;
+    let mut w = mask.flatten_all()?.to_vec1::<f32>()?;
+    for (row, &i) in members.iter().enumerate() {
+        let e = &entries[i];
+        for col in 0..cols.min(e.len.saturating_sub(1)) {
+            let target = e.offset + col + 1;
+            if e.spans.iter().any(|&(a, b)| a <= target && target < b) {
+                w[row * cols + col] *= e.span_weight as f32;
+            }
+        }
+    }
+    Ok(Some(Tensor::from_vec(w, (rows, cols), &Device::Cpu)?))
 }
 
 fn window_of<'a>(pool: &'a [PoolSample], entry: &Entry) -> &'a [u8] {
@@ -275,6 +423,8 @@ pub struct Trainer {
     /// Forward/backward passes run (one per depth group per iteration).
     pub group_passes: u64,
     last_loss: Option<f32>,
+    /// The latest evaluation that ran in this process: (iteration, its record).
+    last_evaluation: Option<(u64, Value)>,
     run_dir: Option<PathBuf>,
 }
 
@@ -322,7 +472,14 @@ impl Trainer {
             params: model.tensors(),
             moments: optimizer.snapshot()?,
             last_update: BTreeMap::new(),
-            detectors: detectors.iter().map(|d| d.state()).collect(),
+            detectors: detectors
+                .iter()
+                .map(|d| {
+                    let mut bytes = Vec::new();
+                    d.save(&mut bytes);
+                    bytes
+                })
+                .collect(),
             last_eval: None,
         };
         Ok(Trainer {
@@ -348,8 +505,14 @@ impl Trainer {
             timings: Timings::default(),
             group_passes: 0,
             last_loss: None,
+            last_evaluation: None,
             run_dir,
         })
+    }
+
+    /// Where on-disk checkpoints go (`RUN_DIR/checkpoints`); `None`: in memory only.
+    pub fn set_run_dir(&mut self, run_dir: Option<PathBuf>) {
+        self.run_dir = run_dir;
     }
 
     pub fn set_canaries(&mut self, canaries: Vec<Canary>) {
@@ -363,7 +526,7 @@ impl Trainer {
     /// Replaces the memorization detectors (the interface is open for new ones).
     pub fn set_detectors(&mut self, detectors: Vec<Box<dyn Detector>>) {
         self.detectors = detectors;
-        self.snapshot.detectors = self.detectors.iter().map(|d| d.state()).collect();
+        self.snapshot.detectors = self.detector_states();
     }
 
     pub fn iteration(&self) -> u64 {
@@ -386,6 +549,11 @@ impl Trainer {
     }
     pub fn last_loss(&self) -> Option<f32> {
         self.last_loss
+    }
+    /// The latest evaluation that ran in this process, with its iteration (the
+    /// `evaluation` object of that `train.iteration` record).
+    pub fn last_evaluation(&self) -> Option<&(u64, Value)> {
+        self.last_evaluation.as_ref()
     }
     pub fn corpus(&self) -> &dyn AdmissionIndex {
         self.corpus.as_ref()
@@ -457,9 +625,49 @@ impl Trainer {
         json!({"hash": hex32(&sample.hash), "source": source, "line": sample.line})
     }
 
-    /// Runs one iteration through every gate and appends exactly one record.
+    /// Runs one iteration through every gate and appends exactly one record: the stages in
+    /// order, then `train.iteration`, or `train.failure` when a gate failed.
     pub fn iterate(&mut self, sink: &mut dyn RecordSink) -> Result<Outcome, TrainError> {
         let iteration = self.iteration + 1;
+        match self.stages(iteration, sink) {
+            Ok(outcome) => Ok(outcome),
+            Err(Stop::Failure(failure)) => self.fail(iteration, failure, sink),
+            Err(Stop::Error(err)) => Err(err),
+        }
+    }
+
+    fn stages(&mut self, iteration: u64, sink: &mut dyn RecordSink) -> Result<Outcome, Stop> {
+        let mut batch = self.data_gate(iteration)?;
+        self.scan_text(&mut batch);
+        let total = self.routed_backward(&mut batch)?;
+        let decision = self.gradient_gate(iteration, &total)?;
+        self.apply_updates(iteration, &decision.updates)?;
+
+        let t = Instant::now();
+        let evaluation = self.evaluation_gate(iteration)?;
+        self.timings.evaluation += t.elapsed();
+
+        let t = Instant::now();
+        let digest = self.model.digest()?;
+        self.timings.digest += t.elapsed();
+
+        let t = Instant::now();
+        let loss = batch.mean_loss();
+        let payload = self.iteration_payload(iteration, &batch, &decision, evaluation, &digest);
+        sink.append("train.iteration", payload, self.policy.version())?;
+        self.timings.record += t.elapsed();
+
+        self.after_record(iteration, &batch, &decision, loss, sink)?;
+        Ok(Outcome::Admitted {
+            loss,
+            tokens: batch.n_tokens,
+        })
+    }
+
+    /// Stage 1, the data gate: draws the batch and decides every sample (quarantined, refused,
+    /// admitted with its depth and class). A sample the admission index does not vouch for is a
+    /// failure.
+    fn data_gate(&mut self, iteration: u64) -> Result<Batch, Stop> {
         let started = Instant::now();
         let draws = self.draw(iteration);
         let mut entries = Vec::with_capacity(draws.len());
@@ -470,205 +678,204 @@ impl Trainer {
                 len,
                 depth: None,
                 class: String::new(),
-                status: "admitted".into(),
+                status: SampleStatus::Admitted,
                 weight: 1.0,
                 spans: Vec::new(),
                 span_weight: 1.0,
             };
-            if let Some(at) = self.quarantined.get(&pool_idx) {
-                entry.status = format!("skipped: quarantined at iteration {at}");
+            if let Some(&at) = self.quarantined.get(&pool_idx) {
+                entry.status = SampleStatus::Quarantined { at };
             } else {
                 match self.gates().sample(&self.pool[pool_idx]) {
                     SampleVerdict::Admit { depth, class } => {
                         entry.depth = Some(depth);
                         entry.class = class;
                     }
-                    SampleVerdict::Refuse(reason) => entry.status = format!("refused: {reason}"),
+                    SampleVerdict::Refuse(reason) => entry.status = SampleStatus::Refused(reason),
                     SampleVerdict::Fail(detail) => {
                         self.timings.data_gate += started.elapsed();
-                        return self.fail(
-                            iteration,
-                            Failure {
-                                gate: "data",
-                                detail,
-                                sample: Some(pool_idx),
-                            },
-                            sink,
-                        );
+                        return Err(Stop::Failure(Failure {
+                            gate: Gate::Data,
+                            detail,
+                            sample: Some(pool_idx),
+                        }));
                     }
                 }
             }
             entries.push(entry);
         }
-        self.timings.data_gate += started.elapsed();
-
-        // Memorization, text side: before anything reaches the forward pass.
-        let t = Instant::now();
-        let mut findings: Vec<Finding> = Vec::new();
-        let admitted: Vec<usize> = (0..entries.len())
+        let admitted = (0..entries.len())
             .filter(|&i| entries[i].depth.is_some())
             .collect();
+        self.timings.data_gate += started.elapsed();
+        Ok(Batch {
+            entries,
+            admitted,
+            findings: Vec::new(),
+            per_sample_loss: BTreeMap::new(),
+            loss_sum: 0.0,
+            loss_weight: 0.0,
+            n_tokens: 0,
+            group_records: Vec::new(),
+        })
+    }
+
+    /// Stage 2, memorization detectors on the text: before anything reaches the forward pass.
+    fn scan_text(&mut self, batch: &mut Batch) {
+        let t = Instant::now();
         if !self.detectors.is_empty() {
-            let candidates = candidates(&self.pool, &entries, &admitted);
+            let candidates = candidates(&self.pool, &batch.entries, &batch.admitted);
             let mut found = Vec::new();
             for detector in &mut self.detectors {
                 found.extend(detector.scan_text(&candidates));
             }
             for mut finding in found {
-                finding.sample = admitted[finding.sample];
-                findings.push(finding);
+                finding.sample = batch.admitted[finding.sample];
+                batch.findings.push(finding);
             }
         }
-        let (kept, action) = self.gates().memorization();
-        let apply = |entries: &mut Vec<Entry>, finding: &Finding| {
-            let entry = &mut entries[finding.sample];
-            if finding.spans.is_empty() {
-                entry.weight = entry.weight.min(kept);
-            } else {
-                entry.spans.extend(finding.spans.iter().copied());
-                entry.span_weight = entry.span_weight.min(kept);
-            }
-        };
-        for finding in &findings {
-            apply(&mut entries, finding);
+        let (kept, _) = self.gates().memorization();
+        for finding in &batch.findings {
+            apply_finding(&mut batch.entries, finding, kept);
         }
         self.timings.detectors += t.elapsed();
+    }
 
-        // Gradient routing: one forward/backward per depth group, admitted regions only.
-        let n_batch = admitted.len().max(1) as f64;
+    /// Stage 3, gradient routing: one forward/backward pass per depth group, each reading only
+    /// its depth's admitted regions, scaled by the depth's bound. Returns the summed gradients.
+    fn routed_backward(&mut self, batch: &mut Batch) -> Result<BTreeMap<String, Tensor>, Stop> {
+        let n_batch = batch.admitted.len().max(1) as f64;
         let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-        for &i in &admitted {
-            if entries[i].weight > 0.0 {
-                if let Some(depth) = &entries[i].depth {
+        for &i in &batch.admitted {
+            if batch.entries[i].weight > 0.0 {
+                if let Some(depth) = &batch.entries[i].depth {
                     groups.entry(depth.clone()).or_default().push(i);
                 }
             }
         }
         let mut total: BTreeMap<String, Tensor> = BTreeMap::new();
-        let mut group_records = Vec::new();
-        let mut per_sample_loss: BTreeMap<usize, f32> = BTreeMap::new();
-        let mut loss_sum = 0f64;
-        let mut loss_weight = 0f64;
-        let mut n_tokens = 0usize;
         for (depth, members) in &groups {
-            let t = Instant::now();
-            self.group_passes += 1;
-            let windows: Vec<&[u8]> = members
-                .iter()
-                .map(|&i| window_of(&self.pool, &entries[i]))
-                .collect();
-            let batch = encode(&windows, self.config.model.context)?;
-            n_tokens += batch.n_tokens;
-            // Only this depth's admitted regions are read from the gradients below, so the
-            // backward pass stops before the earliest of them.
-            let stop = self
-                .config
-                .model
-                .gradient_stop(&self.policy.depths[depth].regions);
-            let nll = self
-                .model
-                .token_nll_routed(&batch.inputs, &batch.targets, stop)?;
-            let losses_t = mean_over(&nll, &batch.mask, &batch.mask)?;
-            let losses: Vec<f32> = losses_t.to_vec1()?;
-            // Token weights: detected spans (exact repeats) keep only `span_weight`.
-            let token_weights = if members.iter().any(|&i| !entries[i].spans.is_empty()) {
-                let (rows, cols) = batch.mask.dims2()?;
-                let mut w = batch.mask.flatten_all()?.to_vec1::<f32>()?;
-                for (row, &i) in members.iter().enumerate() {
-                    let e = &entries[i];
-                    for col in 0..cols.min(e.len.saturating_sub(1)) {
-                        let target = e.offset + col + 1;
-                        if e.spans.iter().any(|&(a, b)| a <= target && target < b) {
-                            w[row * cols + col] *= e.span_weight as f32;
-                        }
-                    }
-                }
-                Some(Tensor::from_vec(w, (rows, cols), &Device::Cpu)?)
-            } else {
-                None
-            };
-            self.timings.forward_backward += t.elapsed();
-            if let Some(k) = losses.iter().position(|l| !l.is_finite()) {
-                return self.fail(
-                    iteration,
-                    Failure {
-                        gate: "gradient",
-                        detail: format!("non-finite loss {}", losses[k]),
-                        sample: Some(entries[members[k]].pool_idx),
-                    },
-                    sink,
-                );
-            }
-            // Memorization, loss side.
-            let t = Instant::now();
-            if !self.detectors.is_empty() {
-                let candidates = candidates(&self.pool, &entries, members);
-                let mut found = Vec::new();
-                for detector in &mut self.detectors {
-                    found.extend(detector.scan_losses(&candidates, &losses));
-                }
-                for mut finding in found {
-                    finding.sample = members[finding.sample];
-                    apply(&mut entries, &finding);
-                    findings.push(finding);
-                }
-            }
-            self.timings.detectors += t.elapsed();
-            let t = Instant::now();
-            let weights: Vec<f32> = members
-                .iter()
-                .map(|&i| (entries[i].weight / n_batch) as f32)
-                .collect();
-            for (k, &i) in members.iter().enumerate() {
-                per_sample_loss.insert(i, losses[k]);
-                loss_sum += f64::from(losses[k]);
-                loss_weight += 1.0;
-            }
-            if weights.iter().all(|w| *w == 0.0) {
-                self.timings.forward_backward += t.elapsed();
-                continue;
-            }
-            let weights = Tensor::from_vec(weights, members.len(), &Device::Cpu)?;
-            let trained_losses = match &token_weights {
-                Some(w) => mean_over(&nll, &batch.mask, w)?,
-                None => losses_t,
-            };
-            let grads = (trained_losses * weights)?.sum_all()?.backward()?;
-            self.timings.forward_backward += t.elapsed();
-            let t = Instant::now();
-            let profile = &self.policy.depths[depth];
-            let mut contribution = Vec::new();
-            let mut sum_sq = 0f64;
-            for region in &profile.regions {
-                for name in self.region_vars.get(region).into_iter().flatten() {
-                    if let Some(grad) = grads.get(self.model.vars()[name].as_tensor()) {
-                        sum_sq += grad.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
-                        contribution.push((name.clone(), grad.clone()));
-                    }
-                }
-            }
-            let norm = sum_sq.sqrt();
-            let scale = self.gates().depth_scale(depth, norm);
-            for (name, grad) in contribution {
-                let grad = if scale < 1.0 { (grad * scale)? } else { grad };
-                let sum = match total.remove(&name) {
-                    Some(acc) => (acc + grad)?,
-                    None => grad,
-                };
-                total.insert(name, sum);
-            }
-            group_records.push(json!({
-                "depth": depth, "samples": members.len(), "grad_norm": num(norm),
-                "scale": num(scale), "regions": profile.regions.len(),
-            }));
-            self.timings.gradient_gate += t.elapsed();
+            self.group_pass(batch, depth, members, n_batch, &mut total)?;
         }
+        Ok(total)
+    }
 
-        // Gradient gate per region.
+    /// One depth group's forward pass, loss-side detectors, backward pass and depth bound.
+    fn group_pass(
+        &mut self,
+        batch: &mut Batch,
+        depth: &str,
+        members: &[usize],
+        n_batch: f64,
+        total: &mut BTreeMap<String, Tensor>,
+    ) -> Result<(), Stop> {
         let t = Instant::now();
-        let mut region_records = Vec::new();
-        let mut updates: Vec<(String, Tensor)> = Vec::new();
-        let mut verdict_counts = (0u64, 0u64, 0u64);
+        self.group_passes += 1;
+        let windows: Vec<&[u8]> = members
+            .iter()
+            .map(|&i| window_of(&self.pool, &batch.entries[i]))
+            .collect();
+        let encoded = encode(&windows, self.config.model.context)?;
+        batch.n_tokens += encoded.n_tokens;
+        // Only this depth's admitted regions are read from the gradients below, so the
+        // backward pass stops before the earliest of them.
+        let stop = self
+            .config
+            .model
+            .gradient_stop(&self.policy.depths[depth].regions);
+        let nll = self
+            .model
+            .token_nll_routed(&encoded.inputs, &encoded.targets, stop)?;
+        let losses_t = mean_over(&nll, &encoded.mask, &encoded.mask)?;
+        let losses: Vec<f32> = losses_t.to_vec1()?;
+        let token_weights = span_weights(&batch.entries, members, &encoded.mask)?;
+        self.timings.forward_backward += t.elapsed();
+        if let Some(k) = losses.iter().position(|l| !l.is_finite()) {
+            return Err(Stop::Failure(Failure {
+                gate: Gate::Gradient,
+                detail: format!("non-finite loss {}", losses[k]),
+                sample: Some(batch.entries[members[k]].pool_idx),
+            }));
+        }
+        // Memorization, loss side.
+        let t = Instant::now();
+        if !self.detectors.is_empty() {
+            let (kept, _) = self.gates().memorization();
+            let candidates = candidates(&self.pool, &batch.entries, members);
+            let mut found = Vec::new();
+            for detector in &mut self.detectors {
+                found.extend(detector.scan_losses(&candidates, &losses));
+            }
+            for mut finding in found {
+                finding.sample = members[finding.sample];
+                apply_finding(&mut batch.entries, &finding, kept);
+                batch.findings.push(finding);
+            }
+        }
+        self.timings.detectors += t.elapsed();
+        let t = Instant::now();
+        let weights: Vec<f32> = members
+            .iter()
+            .map(|&i| (batch.entries[i].weight / n_batch) as f32)
+            .collect();
+        for (k, &i) in members.iter().enumerate() {
+            batch.per_sample_loss.insert(i, losses[k]);
+            batch.loss_sum += f64::from(losses[k]);
+            batch.loss_weight += 1.0;
+        }
+        if weights.iter().all(|w| *w == 0.0) {
+            self.timings.forward_backward += t.elapsed();
+            return Ok(());
+        }
+        let weights = Tensor::from_vec(weights, members.len(), &Device::Cpu)?;
+        let trained_losses = match &token_weights {
+            Some(w) => mean_over(&nll, &encoded.mask, w)?,
+            None => losses_t,
+        };
+        let grads = (trained_losses * weights)?.sum_all()?.backward()?;
+        self.timings.forward_backward += t.elapsed();
+        let t = Instant::now();
+        let profile = &self.policy.depths[depth];
+        let mut contribution = Vec::new();
+        let mut sum_sq = 0f64;
+        for region in &profile.regions {
+            for name in self.region_vars.get(region).into_iter().flatten() {
+                if let Some(grad) = grads.get(self.model.vars()[name].as_tensor()) {
+                    sum_sq += grad.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+                    contribution.push((name.clone(), grad.clone()));
+                }
+            }
+        }
+        let norm = sum_sq.sqrt();
+        let scale = self.gates().depth_scale(depth, norm);
+        for (name, grad) in contribution {
+            let grad = if scale < 1.0 { (grad * scale)? } else { grad };
+            let sum = match total.remove(&name) {
+                Some(acc) => (acc + grad)?,
+                None => grad,
+            };
+            total.insert(name, sum);
+        }
+        batch.group_records.push(json!({
+            "depth": depth, "samples": members.len(), "grad_norm": num(norm),
+            "scale": num(scale), "regions": profile.regions.len(),
+        }));
+        self.timings.gradient_gate += t.elapsed();
+        Ok(())
+    }
+
+    /// Stage 4, the gradient gate: one verdict per model region over the summed gradients.
+    fn gradient_gate(
+        &mut self,
+        iteration: u64,
+        total: &BTreeMap<String, Tensor>,
+    ) -> Result<GradientDecision, Stop> {
+        let t = Instant::now();
+        let mut decision = GradientDecision {
+            updates: Vec::new(),
+            region_records: Vec::new(),
+            verdict_counts: (0, 0, 0),
+        };
         for region in self.config.model.regions() {
             let names = self.region_vars.get(&region).cloned().unwrap_or_default();
             let grads: Vec<(&String, &Tensor)> = names
@@ -676,7 +883,9 @@ impl Trainer {
                 .filter_map(|n| total.get(n).map(|g| (n, g)))
                 .collect();
             if grads.is_empty() {
-                region_records.push(json!({"region": region, "verdict": "untouched",
+                decision
+                    .region_records
+                    .push(json!({"region": region, "verdict": "untouched",
                     "reason": "no admitted contribution reaches this region"}));
                 continue;
             }
@@ -700,15 +909,11 @@ impl Trainer {
             );
             if let RegionVerdict::Fail(detail) = verdict {
                 self.timings.gradient_gate += t.elapsed();
-                return self.fail(
-                    iteration,
-                    Failure {
-                        gate: "gradient",
-                        detail,
-                        sample: None,
-                    },
-                    sink,
-                );
+                return Err(Stop::Failure(Failure {
+                    gate: Gate::Gradient,
+                    detail,
+                    sample: None,
+                }));
             }
             let mut record = json!({"region": region, "grad_norm": num(stats.norm),
                 "max_abs": num(stats.max_abs), "finite": true, "verdict": verdict.name()});
@@ -716,9 +921,9 @@ impl Trainer {
                 record["reason"] = json!(reason);
             }
             match verdict {
-                RegionVerdict::Admit => verdict_counts.0 += 1,
-                RegionVerdict::Clip { .. } => verdict_counts.1 += 1,
-                _ => verdict_counts.2 += 1,
+                RegionVerdict::Admit => decision.verdict_counts.0 += 1,
+                RegionVerdict::Clip { .. } => decision.verdict_counts.1 += 1,
+                _ => decision.verdict_counts.2 += 1,
             }
             if let Some(scale) = verdict.scale() {
                 record["scale"] = num(scale);
@@ -728,16 +933,24 @@ impl Trainer {
                     } else {
                         grad.clone()
                     };
-                    updates.push((name.clone(), grad));
+                    decision.updates.push((name.clone(), grad));
                 }
             }
-            region_records.push(record);
+            decision.region_records.push(record);
         }
         self.timings.gradient_gate += t.elapsed();
+        Ok(decision)
+    }
 
+    /// Stage 5, the optimizer: one AdamW step per admitted variable, nothing for the others.
+    fn apply_updates(
+        &mut self,
+        iteration: u64,
+        updates: &[(String, Tensor)],
+    ) -> Result<(), TrainError> {
         let t = Instant::now();
         let mut updated_regions = BTreeSet::new();
-        for (name, grad) in &updates {
+        for (name, grad) in updates {
             let var = self.model.vars()[name].clone();
             self.optimizer.step_var(name, &var, grad)?;
             updated_regions.insert(region_of(name).to_string());
@@ -746,23 +959,25 @@ impl Trainer {
             self.last_update.insert(region, iteration);
         }
         self.timings.optimizer += t.elapsed();
+        Ok(())
+    }
 
-        let t = Instant::now();
-        let evaluation = self.evaluation_gate(iteration)?;
-        self.timings.evaluation += t.elapsed();
-
-        let t = Instant::now();
-        let digest = self.model.digest()?;
-        self.timings.digest += t.elapsed();
-
-        let t = Instant::now();
-        let sample_hashes: Vec<[u8; 32]> =
-            entries.iter().map(|e| self.pool[e.pool_idx].hash).collect();
-        let leaves: Vec<[u8; 32]> = sample_hashes
+    /// Stage 7, the record: the `train.iteration` payload (format in ARCHITECTURE.md).
+    fn iteration_payload(
+        &self,
+        iteration: u64,
+        batch: &Batch,
+        decision: &GradientDecision,
+        evaluation: Value,
+        digest: &[u8; 32],
+    ) -> Value {
+        let leaves: Vec<[u8; 32]> = batch
+            .entries
             .iter()
-            .map(|h| warden_merkle::leaf_hash(h))
+            .map(|e| warden_merkle::leaf_hash(&self.pool[e.pool_idx].hash))
             .collect();
-        let samples: Vec<Value> = entries
+        let samples: Vec<Value> = batch
+            .entries
             .iter()
             .enumerate()
             .map(|(i, e)| {
@@ -787,55 +1002,61 @@ impl Trainer {
                     s["masked_bytes"] = json!(masked);
                     s["span_weight"] = num(e.span_weight);
                 }
-                if let Some(l) = per_sample_loss.get(&i) {
+                if let Some(l) = batch.per_sample_loss.get(&i) {
                     s["loss"] = num(f64::from(*l));
                 }
                 s
             })
             .collect();
-        let loss = if loss_weight > 0.0 {
-            (loss_sum / loss_weight) as f32
-        } else {
-            f32::NAN
-        };
-        let payload = json!({
+        let (_, action) = self.gates().memorization();
+        json!({
             "iteration": iteration,
             "rng": {"algorithm": "chacha20", "seed": self.config.seed, "stream": iteration},
             "config_digest": hex32(&self.config_digest),
             "batch": {"merkle_root": hex32(&warden_merkle::root(&leaves)), "samples": samples},
-            "loss": num(f64::from(loss)),
-            "tokens": n_tokens,
-            "groups": group_records,
-            "memorization": findings.iter().map(|f| json!({
+            "loss": num(f64::from(batch.mean_loss())),
+            "tokens": batch.n_tokens,
+            "groups": batch.group_records,
+            "memorization": batch.findings.iter().map(|f| json!({
                 "sample": f.sample, "detector": f.detector, "score": num(f.score),
                 "scope": if f.spans.is_empty() { "sample" } else { "spans" },
                 "spans": f.spans,
                 "action": action,
             })).collect::<Vec<_>>(),
-            "regions": region_records,
+            "regions": decision.region_records,
             "evaluation": evaluation,
-            "param_digest": hex32(&digest),
-        });
-        sink.append("train.iteration", payload, self.policy.version())?;
-        self.timings.record += t.elapsed();
+            "param_digest": hex32(digest),
+        })
+    }
 
-        // Bookkeeping after the record: detectors learn from what was trained.
-        let trained: Vec<usize> = per_sample_loss
+    /// Bookkeeping after the record: detectors learn from what was trained, counts, the
+    /// run's checkpoint and the lineage checkpoint cadence.
+    fn after_record(
+        &mut self,
+        iteration: u64,
+        batch: &Batch,
+        decision: &GradientDecision,
+        loss: f32,
+        sink: &mut dyn RecordSink,
+    ) -> Result<(), TrainError> {
+        let entries = &batch.entries;
+        let trained: Vec<usize> = batch
+            .per_sample_loss
             .keys()
             .copied()
             .filter(|&i| entries[i].weight > 0.0)
             .collect();
         if !self.detectors.is_empty() {
-            let candidates = candidates(&self.pool, &entries, &trained);
-            let losses: Vec<f32> = trained.iter().map(|i| per_sample_loss[i]).collect();
+            let candidates = candidates(&self.pool, entries, &trained);
+            let losses: Vec<f32> = trained.iter().map(|i| batch.per_sample_loss[i]).collect();
             for detector in &mut self.detectors {
                 detector.observe_losses(&candidates, &losses);
             }
         }
         self.counts.iterations += 1;
-        self.counts.samples_admitted += admitted.len() as u64;
-        self.counts.samples_refused += (entries.len() - admitted.len()) as u64;
-        for f in &findings {
+        self.counts.samples_admitted += batch.admitted.len() as u64;
+        self.counts.samples_refused += (entries.len() - batch.admitted.len()) as u64;
+        for f in &batch.findings {
             if !f.spans.is_empty() {
                 self.counts.spans_masked_memorization += f.spans.len() as u64;
             } else if entries[f.sample].weight == 0.0 {
@@ -844,23 +1065,24 @@ impl Trainer {
                 self.counts.samples_clipped_memorization += 1;
             }
         }
-        self.counts.regions_admitted += verdict_counts.0;
-        self.counts.regions_clipped += verdict_counts.1;
-        self.counts.regions_rejected += verdict_counts.2;
+        self.counts.regions_admitted += decision.verdict_counts.0;
+        self.counts.regions_clipped += decision.verdict_counts.1;
+        self.counts.regions_rejected += decision.verdict_counts.2;
         self.iteration = iteration;
         self.last_loss = Some(loss);
         if iteration % self.policy.source.checkpoint_every == 0 {
             self.checkpoint()?;
         }
+        self.lineage_cadence(iteration, sink)
+    }
+
+    /// Signs a lineage checkpoint when the policy's cadence says so.
+    fn lineage_cadence(&self, iteration: u64, sink: &mut dyn RecordSink) -> Result<(), TrainError> {
         match self.policy.source.lineage {
-            LineageCadence::Step => sink.checkpoint()?,
-            LineageCadence::Window { steps } if iteration % steps == 0 => sink.checkpoint()?,
-            LineageCadence::Window { .. } => {}
+            LineageCadence::Step => sink.checkpoint(),
+            LineageCadence::Window { steps } if iteration % steps == 0 => sink.checkpoint(),
+            LineageCadence::Window { .. } => Ok(()),
         }
-        Ok(Outcome::Admitted {
-            loss,
-            tokens: n_tokens,
-        })
     }
 
     /// The evaluation gate: runs a requested evaluation only if the policy authorizes the
@@ -903,7 +1125,9 @@ impl Trainer {
                 canaries.push(serde_json::to_value(exposure).unwrap_or(Value::Null));
             }
         }
-        Ok(json!({"requested": requested, "sources": sources, "canaries": canaries}))
+        let evaluation = json!({"requested": requested, "sources": sources, "canaries": canaries});
+        self.last_evaluation = Some((iteration, evaluation.clone()));
+        Ok(evaluation)
     }
 
     /// Mean per-sample loss over the first context+1 bytes of each text (no gradient kept).
@@ -1086,13 +1310,13 @@ impl Trainer {
             }
             return Err(TrainError::Halted {
                 iteration,
-                gate: failure.gate.to_string(),
+                gate: failure.gate,
                 detail,
             });
         }
         // Quarantine: roll back to the last admissible checkpoint, drop the batch, continue.
         if let Some(idx) = failure.sample {
-            if failure.gate == "data" {
+            if failure.gate == Gate::Data {
                 self.quarantined.insert(idx, iteration);
             }
         }
@@ -1102,13 +1326,9 @@ impl Trainer {
         payload["param_digest"] = json!(hex32(&self.model.digest()?));
         sink.append("train.failure", payload, self.policy.version())?;
         self.iteration = iteration;
-        match self.policy.source.lineage {
-            LineageCadence::Step => sink.checkpoint()?,
-            LineageCadence::Window { steps } if iteration % steps == 0 => sink.checkpoint()?,
-            LineageCadence::Window { .. } => {}
-        }
+        self.lineage_cadence(iteration, sink)?;
         Ok(Outcome::Quarantined {
-            gate: failure.gate.to_string(),
+            gate: failure.gate,
             detail: failure.detail,
         })
     }
@@ -1134,30 +1354,45 @@ impl Trainer {
         self.last_update = self.snapshot.last_update.clone();
         self.last_eval = self.snapshot.last_eval;
         for (detector, state) in self.detectors.iter_mut().zip(&self.snapshot.detectors) {
-            detector.restore(state).map_err(TrainError::Checkpoint)?;
+            detector
+                .restore(state)
+                .map_err(|e| TrainError::CheckpointContent(e.to_string()))?;
         }
         Ok(())
     }
 
+    /// Each detector's state in its compact binary form.
+    fn detector_states(&self) -> Vec<Vec<u8>> {
+        self.detectors
+            .iter()
+            .map(|d| {
+                let mut bytes = Vec::new();
+                d.save(&mut bytes);
+                bytes
+            })
+            .collect()
+    }
+
     /// Takes an admissible checkpoint now: in memory (for quarantine) and, with a run
     /// directory, on disk (atomic), then points `checkpoints/LATEST` at it.
+    ///
+    /// On disk: `iter-N.safetensors` (parameters, AdamW moments, the run state as JSON in the
+    /// header metadata `warden.state`) and, with detectors, `iter-N.detectors` (their memory,
+    /// [`detect::encode_states`]), whose SHA-256 and length the header commits to.
     pub fn checkpoint(&mut self) -> Result<(), TrainError> {
         self.snapshot = Snapshot {
             iteration: self.iteration,
             params: self.model.tensors(),
             moments: self.optimizer.snapshot()?,
             last_update: self.last_update.clone(),
-            detectors: self.detectors.iter().map(|d| d.state()).collect(),
+            detectors: self.detector_states(),
             last_eval: self.last_eval,
         };
         let Some(run_dir) = &self.run_dir else {
             return Ok(());
         };
         let dir = run_dir.join("checkpoints");
-        std::fs::create_dir_all(&dir).map_err(|e| TrainError::Io {
-            path: dir.display().to_string(),
-            reason: e.to_string(),
-        })?;
+        std::fs::create_dir_all(&dir).map_err(|e| TrainError::io(&dir, e))?;
         let mut tensors = BTreeMap::new();
         for (name, t) in &self.snapshot.params {
             tensors.insert(format!("param.{name}"), t.clone());
@@ -1166,6 +1401,25 @@ impl Trainer {
             tensors.insert(format!("adam.m.{name}"), m.m.clone());
             tensors.insert(format!("adam.v.{name}"), m.v.clone());
         }
+        let stem = format!("iter-{:08}", self.iteration);
+        let detectors = if self.detectors.is_empty() {
+            None
+        } else {
+            let named: Vec<(&str, &[u8])> = self
+                .detectors
+                .iter()
+                .zip(&self.snapshot.detectors)
+                .map(|(d, bytes)| (d.name(), bytes.as_slice()))
+                .collect();
+            let bytes = detect::encode_states(&named);
+            let file = format!("{stem}.detectors");
+            io::atomic_write(&dir.join(&file), &bytes)?;
+            Some(DetectorStateRef {
+                file,
+                sha256: hex::encode(Sha256::digest(&bytes)),
+                bytes: bytes.len() as u64,
+            })
+        };
         let state = CheckpointState {
             iteration: self.iteration,
             adam_steps: self
@@ -1175,7 +1429,7 @@ impl Trainer {
                 .map(|(k, m)| (k.clone(), m.steps))
                 .collect(),
             last_update: self.last_update.clone(),
-            detectors: self.snapshot.detectors.clone(),
+            detectors,
             last_eval: self.last_eval,
             quarantined: self.quarantined.clone(),
             recent_failures: self.recent_failures.iter().copied().collect(),
@@ -1188,17 +1442,18 @@ impl Trainer {
             "warden.state".to_string(),
             serde_json::to_string(&state).map_err(|e| TrainError::Internal(e.to_string()))?,
         );
-        let name = format!("iter-{:08}.safetensors", self.iteration);
+        let name = format!("{stem}.safetensors");
         io::atomic_write(&dir.join(&name), &io::safetensors_bytes(&tensors, &meta)?)?;
         let previous = std::fs::read_to_string(dir.join("LATEST")).ok();
         io::atomic_write(&dir.join("LATEST"), name.as_bytes())?;
-        // Keep the latest two checkpoints; older ones are superseded.
+        // Keep the latest two checkpoints (with their sidecars); older ones are superseded.
         if let Some(prev) = previous {
-            let prev = prev.trim().to_string();
+            let prev_stem = prev.trim().trim_end_matches(".safetensors").to_string();
             if let Ok(listing) = std::fs::read_dir(&dir) {
                 for item in listing.flatten() {
                     let file = item.file_name().to_string_lossy().into_owned();
-                    if file.starts_with("iter-") && file != name && file != prev {
+                    let file_stem = file.split('.').next().unwrap_or("");
+                    if file.starts_with("iter-") && file_stem != stem && file_stem != prev_stem {
                         let _ = std::fs::remove_file(item.path());
                     }
                 }
@@ -1211,23 +1466,23 @@ impl Trainer {
     /// from the run's config (the run continues from that iteration).
     pub fn restore_latest(&mut self, run_dir: &Path) -> Result<u64, TrainError> {
         let dir = run_dir.join("checkpoints");
-        let latest = std::fs::read_to_string(dir.join("LATEST")).map_err(|e| TrainError::Io {
-            path: dir.join("LATEST").display().to_string(),
-            reason: e.to_string(),
-        })?;
+        let latest_path = dir.join("LATEST");
+        let latest =
+            std::fs::read_to_string(&latest_path).map_err(|e| TrainError::io(&latest_path, e))?;
         let path = dir.join(latest.trim());
+        let bad = |reason: String| TrainError::Checkpoint {
+            path: path.clone(),
+            reason,
+        };
         let bytes = io::read(&path)?;
-        let origin = path.display().to_string();
-        let (tensors, meta) = io::read_safetensors(&bytes, &origin)?;
+        let (tensors, meta) = io::read_safetensors(&bytes, &path.display().to_string())?;
         let state: CheckpointState = meta
             .get("warden.state")
             .and_then(|s| serde_json::from_str(s).ok())
-            .ok_or_else(|| {
-                TrainError::Checkpoint(format!("{origin}: missing or unreadable warden.state"))
-            })?;
+            .ok_or_else(|| bad("missing or unreadable warden.state".into()))?;
         if state.config_digest != hex32(&self.config_digest) {
-            return Err(TrainError::Checkpoint(format!(
-                "{origin}: written for config {} but the run config is {}",
+            return Err(bad(format!(
+                "written for config {} but the run config is {}",
                 state.config_digest,
                 hex32(&self.config_digest)
             )));
@@ -1236,9 +1491,10 @@ impl Trainer {
         let mut moments = BTreeMap::new();
         for name in self.model.vars().keys() {
             let get = |key: String| {
-                tensors.get(&key).cloned().ok_or_else(|| {
-                    TrainError::Checkpoint(format!("{origin}: tensor {key} is missing"))
-                })
+                tensors
+                    .get(&key)
+                    .cloned()
+                    .ok_or_else(|| bad(format!("tensor {key} is missing")))
             };
             params.insert(name.clone(), get(format!("param.{name}"))?);
             moments.insert(
@@ -1250,6 +1506,10 @@ impl Trainer {
                 },
             );
         }
+        let detector_states = match &state.detectors {
+            Some(reference) => self.read_detector_states(&dir, reference, &path)?,
+            None => Vec::new(),
+        };
         self.model.load(&params)?;
         self.optimizer.restore(moments)?;
         self.iteration = state.iteration;
@@ -1262,11 +1522,11 @@ impl Trainer {
         if self.policy_versions.last().map(String::as_str) != Some(self.policy.version()) {
             self.policy_versions.push(self.policy.version().to_string());
         }
-        if state.detectors.len() == self.detectors.len() {
-            for (detector, s) in self.detectors.iter_mut().zip(&state.detectors) {
-                detector
-                    .restore(s)
-                    .map_err(|e| TrainError::Checkpoint(format!("{origin}: {e}")))?;
+        // Saved detector memory is restored into the detectors of the same name (a policy
+        // change that replaced the detection rule starts them empty).
+        for detector in &mut self.detectors {
+            if let Some((_, saved)) = detector_states.iter().find(|(n, _)| n == detector.name()) {
+                detector.restore(saved).map_err(|e| bad(e.to_string()))?;
             }
         }
         self.snapshot = Snapshot {
@@ -1274,10 +1534,42 @@ impl Trainer {
             params: self.model.tensors(),
             moments: self.optimizer.snapshot()?,
             last_update: self.last_update.clone(),
-            detectors: self.detectors.iter().map(|d| d.state()).collect(),
+            detectors: self.detector_states(),
             last_eval: self.last_eval,
         };
         Ok(self.iteration)
+    }
+
+    /// Reads a checkpoint's detector sidecar, checked against the digest its header commits to.
+    fn read_detector_states(
+        &self,
+        dir: &Path,
+        reference: &DetectorStateRef,
+        checkpoint: &Path,
+    ) -> Result<Vec<(String, Vec<u8>)>, TrainError> {
+        let bad = |reason: String| TrainError::Checkpoint {
+            path: checkpoint.to_path_buf(),
+            reason,
+        };
+        if reference.file.contains(['/', '\\']) || reference.file.starts_with('.') {
+            return Err(bad(format!(
+                "detector state file {:?} is not a plain file name",
+                reference.file
+            )));
+        }
+        let sidecar = dir.join(&reference.file);
+        let bytes = io::read(&sidecar)?;
+        let digest = hex::encode(Sha256::digest(&bytes));
+        if digest != reference.sha256 || bytes.len() as u64 != reference.bytes {
+            return Err(bad(format!(
+                "{} has sha256 {digest} ({} bytes), the checkpoint names sha256 {} ({} bytes)",
+                sidecar.display(),
+                bytes.len(),
+                reference.sha256,
+                reference.bytes
+            )));
+        }
+        detect::decode_states(&bytes).map_err(|e| bad(format!("{}: {e}", sidecar.display())))
     }
 
     /// One plain training step on the same batch iteration `iteration` would draw: no gates, no

@@ -12,7 +12,7 @@ use warden_keys::Role;
 use warden_store::fs;
 use warden_train::bench;
 use warden_train::config::TrainConfig;
-use warden_train::run::{self, RunSummary};
+use warden_train::run::{self, Resumed, RunSummary};
 use warden_train::trainer::{GateCounts, Outcome, Trainer};
 
 #[derive(Args)]
@@ -71,15 +71,9 @@ fn load_authority(
         .trust
         .as_ref()
         .context("--trust FILE is required")?;
+    // The library checks the key against the trust file for the training-authority role
+    // before anything is written (`run::check_signing_key`).
     let key = fs::load_signing_key(key_path)?;
-    if key.role() != Role::TrainingAuthority {
-        anyhow::bail!(
-            "{}: key {} has role {}, training needs training-authority",
-            key_path.display(),
-            key.key_ref(),
-            key.role()
-        );
-    }
     Ok((Arc::new(key), fs::load_trust(trust_path)?))
 }
 
@@ -140,14 +134,72 @@ fn reporter(bar: &ProgressBar) -> impl FnMut(&Trainer, &Outcome) + '_ {
     }
 }
 
+/// One line per evaluation result: held-out loss per source, canary exposures.
+fn evaluation_lines(iteration: u64, evaluation: &serde_json::Value) -> Vec<String> {
+    let mut lines = Vec::new();
+    if let Some(sources) = evaluation["sources"].as_object() {
+        let losses: Vec<String> = sources
+            .iter()
+            .map(|(id, s)| {
+                format!(
+                    "{id} {:.4} ({} samples)",
+                    s["loss"].as_f64().unwrap_or(f64::NAN),
+                    s["samples"]
+                )
+            })
+            .collect();
+        if !losses.is_empty() {
+            lines.push(format!(
+                "evaluation at iteration {iteration}: held-out loss {}",
+                losses.join(", ")
+            ));
+        }
+    }
+    if let Some(canaries) = evaluation["canaries"].as_array() {
+        if !canaries.is_empty() {
+            let exposures: Vec<String> = canaries
+                .iter()
+                .map(|c| format!("{:.1}", c["exposure"].as_f64().unwrap_or(f64::NAN)))
+                .collect();
+            let max = canaries[0]["candidates"]
+                .as_u64()
+                .map_or(f64::NAN, |n| ((n + 1) as f64).log2());
+            let extracted = canaries.iter().filter(|c| c["extracted"] == true).count();
+            lines.push(format!(
+                "evaluation at iteration {iteration}: canary exposure [{}] (max {max:.1}), extracted {extracted} of {}",
+                exposures.join(", "),
+                canaries.len()
+            ));
+        }
+    }
+    lines
+}
+
 fn print_summary(summary: &RunSummary) {
+    let loss = match summary.final_loss {
+        Some(loss) if loss.is_finite() => format!("final loss {loss:.4}"),
+        _ => "no admitted batch in this command".to_string(),
+    };
     outln!(
-        "trained {} iterations, final loss {:.4}, policy versions {}",
+        "trained {} iterations, {loss}, policy versions {}",
         summary.iterations,
-        summary.final_loss.unwrap_or(f32::NAN),
         summary.policy_versions.join(" → ")
     );
     outln!("gates: {}", gate_line(&summary.counts));
+    match &summary.last_evaluation {
+        Some((iteration, evaluation)) => {
+            for line in evaluation_lines(*iteration, evaluation) {
+                outln!("{line}");
+            }
+        }
+        None if summary.counts.evals_refused > 0 => {
+            outln!(
+                "evaluation: {} requested evaluations refused by the policy, none ran",
+                summary.counts.evals_refused
+            );
+        }
+        None => {}
+    }
     outln!(
         "model: {} (sha256 {})",
         summary.run_dir.join("model.safetensors").display(),
@@ -173,7 +225,20 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             let mut report = reporter(&bar);
             let result = run::resume(&run_dir, policy.as_deref(), key, &trust, steps, &mut report);
             bar.finish_and_clear();
-            result?
+            match result? {
+                Resumed::Trained(summary) => *summary,
+                Resumed::AlreadyComplete(done) => {
+                    outln!(
+                        "{}: the run is complete ({} iterations, model sha256 {}, train.complete at lineage record {}); nothing to do (give --steps N above {} to train further)",
+                        done.run_dir.display(),
+                        done.iterations,
+                        done.model_sha256,
+                        done.seq,
+                        done.iterations
+                    );
+                    return Ok(());
+                }
+            }
         }
         None => {
             let config = args.config.context("CONFIG is required")?;
@@ -585,7 +650,10 @@ pub fn demo_stage(ctx: &mut super::demo::DemoContext) -> anyhow::Result<()> {
         canaries.as_deref(),
         &run_dir,
         &ctx.lineage,
-        ctx.keys.training.clone(),
+        run::Authority {
+            key: ctx.keys.training.clone(),
+            trust: &ctx.trust,
+        },
         &mut |_, _| {},
     )?;
     outln!(

@@ -74,6 +74,7 @@ fn config(policy: &str) -> TrainConfig {
             weight_decay: 0.01,
         },
         eval: None,
+        lineage: Default::default(),
         policy: TrainingPolicy::parse(policy, "test policy").unwrap(),
     }
 }
@@ -205,7 +206,7 @@ fn a_sample_edited_after_admission_halts_naming_iteration_and_sample() {
     else {
         panic!("expected a halt, got {err}");
     };
-    assert_eq!(gate, "data");
+    assert_eq!(*gate, Gate::Data);
     assert!(detail.contains("sample web line"), "{detail}");
     assert!(
         detail.contains("not in the signed corpus declaration"),
@@ -237,7 +238,7 @@ fn quarantine_rolls_back_and_continues_without_the_edited_sample() {
         let snapshot_iteration = trainer.snapshot.iteration;
         if let Outcome::Quarantined { gate, .. } = trainer.iterate(&mut sink).unwrap() {
             failures += 1;
-            assert_eq!(gate, "data");
+            assert_eq!(gate, Gate::Data);
             let record = &sink.records.last().unwrap().1;
             assert_eq!(record["rolled_back_to"], snapshot_iteration);
             assert_eq!(record["sample"]["hash"], bad_hash);
@@ -491,4 +492,78 @@ fn loss_signature_rejects_samples_far_below_their_class_median_before_the_step()
     }
     assert!(detected > 0);
     assert_eq!(trainer.counts().samples_rejected_memorization, detected);
+}
+
+#[test]
+fn detector_state_lives_in_a_digest_committed_sidecar_and_resume_stays_bit_identical() {
+    let policy = format!(
+        "{POLICY}\n[memorization]\nngram = 8\nwindow = 64\nthreshold = 0.0\nloss_ratio = 0.2\naction = \"reject\"\n"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = || Arc::new(corpus(true, true));
+    let mut a = Trainer::new(config(&policy), corpus(), Some(dir.path().into())).unwrap();
+    let mut sink = MemorySink::default();
+    run(&mut a, &mut sink, 4).unwrap();
+    let checkpoints = dir.path().join("checkpoints");
+    let sidecar = checkpoints.join("iter-00000004.detectors");
+    assert!(sidecar.exists());
+    // The safetensors header holds the run state and a digest, not the detector memory.
+    let bytes = std::fs::read(checkpoints.join("iter-00000004.safetensors")).unwrap();
+    let (_, meta) = io::read_safetensors(&bytes, "checkpoint").unwrap();
+    let state: Value = serde_json::from_str(&meta["warden.state"]).unwrap();
+    assert_eq!(
+        state["detectors"]["sha256"],
+        hex::encode(Sha256::digest(std::fs::read(&sidecar).unwrap()))
+    );
+    assert!(
+        meta["warden.state"].len() < 4096,
+        "{}",
+        meta["warden.state"]
+    );
+
+    let mut b = Trainer::new(config(&policy), corpus(), None).unwrap();
+    assert_eq!(b.restore_latest(dir.path()).unwrap(), 4);
+    run(&mut a, &mut sink, 3).unwrap();
+    let mut other = MemorySink::default();
+    run(&mut b, &mut other, 3).unwrap();
+    assert_eq!(a.model().digest().unwrap(), b.model().digest().unwrap());
+    assert_eq!(sink.records[4..], other.records[..]);
+
+    // One changed byte in the sidecar is refused, naming the file and both digests.
+    let latest = std::fs::read_to_string(checkpoints.join("LATEST")).unwrap();
+    let stem = latest.trim().trim_end_matches(".safetensors");
+    let sidecar = checkpoints.join(format!("{stem}.detectors"));
+    let mut tampered = std::fs::read(&sidecar).unwrap();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 1;
+    std::fs::write(&sidecar, &tampered).unwrap();
+    let mut c = Trainer::new(config(&policy), corpus(), None).unwrap();
+    let err = c.restore_latest(dir.path()).unwrap_err().to_string();
+    assert!(
+        err.contains(&format!("{stem}.detectors has sha256")),
+        "{err}"
+    );
+    // Superseded checkpoints go with their sidecars: the latest two remain.
+    let mut files: Vec<String> = std::fs::read_dir(&checkpoints)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 5, "{files:?}");
+}
+
+#[test]
+fn sample_statuses_are_recorded_as_the_same_strings() {
+    assert_eq!(json!(SampleStatus::Admitted), json!("admitted"));
+    assert_eq!(
+        json!(SampleStatus::Refused(
+            "license GPL-3.0 is not admitted".into()
+        )),
+        json!("refused: license GPL-3.0 is not admitted")
+    );
+    assert_eq!(
+        json!(SampleStatus::Quarantined { at: 12 }),
+        json!("skipped: quarantined at iteration 12")
+    );
+    assert_eq!(json!(Gate::Gradient), json!("gradient"));
 }
