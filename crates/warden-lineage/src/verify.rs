@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use warden_keys::{KeyRef, TrustStore};
-use warden_merkle::{leaf_hash, Hash, MerkleTree};
+use warden_merkle::{leaf_hash, CompactTree, Hash};
 
 use crate::checkpoint::{CheckpointFault, SignedCheckpoint};
 use crate::record::{decode_entry, required_role, signing_message, EnvelopeView};
@@ -96,7 +96,8 @@ impl VerifiedLineage {
 pub struct LineageVerifier<'t> {
     trust: &'t TrustStore,
     origin: Option<String>,
-    tree: MerkleTree,
+    /// Only the right edge of the tree: verification memory does not grow with the log.
+    tree: CompactTree,
     prev: Hash,
     /// Signers of not-yet-sealed, individually unsigned records → first such record index.
     pending: BTreeMap<KeyRef, u64>,
@@ -114,7 +115,7 @@ impl<'t> LineageVerifier<'t> {
         LineageVerifier {
             trust,
             origin: None,
-            tree: MerkleTree::new(),
+            tree: CompactTree::new(),
             prev: [0; 32],
             pending: BTreeMap::new(),
             sealed: 0,

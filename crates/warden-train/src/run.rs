@@ -46,11 +46,14 @@ fn store_err(e: warden_store::StoreError) -> TrainError {
 }
 
 /// Checkpoints are driven by the policy's cadence (`RecordSink::checkpoint`), not by the store.
-fn store_options(origin: &str) -> StoreOptions {
-    StoreOptions::new(origin).with_cadence(Cadence::Window {
-        records: 1 << 20,
-        millis: 24 * 3_600_000,
-    })
+/// Every record is signed, so the tail a kill leaves is authenticated through `trust` on resume.
+fn store_options(origin: &str, trust: &TrustStore) -> StoreOptions {
+    StoreOptions::new(origin)
+        .with_cadence(Cadence::SignedWindow {
+            records: 1 << 20,
+            millis: 24 * 3_600_000,
+        })
+        .with_trust(Arc::new(trust.clone()))
 }
 
 fn prepare_trainer(
@@ -110,7 +113,8 @@ pub fn start(
     )?;
     let mut trainer = prepare_trainer(config, &run_dir, trust)?;
     let lineage =
-        Lineage::open_or_create(&lineage_dir, store_options("warden-train")).map_err(store_err)?;
+        Lineage::open_or_create(&lineage_dir, store_options("warden.local/lineage", trust))
+            .map_err(store_err)?;
     let mut sink = LineageSink {
         lineage: &lineage,
         key: key.clone(),
@@ -203,7 +207,8 @@ pub fn resume(
         .ok_or_else(|| TrainError::Config(format!("{}: no lineage path", run_json.display())))?;
     let policy_path = run_dir.join("policy.toml");
     let lineage =
-        Lineage::open_or_create(&lineage_dir, store_options("warden-train")).map_err(store_err)?;
+        Lineage::open_or_create(&lineage_dir, store_options("warden.local/lineage", trust))
+            .map_err(store_err)?;
     let mut current_text =
         std::fs::read_to_string(&policy_path).map_err(|e| io_err(&policy_path, e))?;
     // A kill between a `train.transition` record and the replacement of policy.toml leaves the

@@ -106,10 +106,8 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             }
             print_admission(&admission);
             let lineage_dir = lineage.unwrap_or_else(|| out.join("lineage"));
-            let lineage = Lineage::open_or_create(
-                &lineage_dir,
-                StoreOptions::new(format!("warden.corpus/{}", admission.body.name)),
-            )?;
+            let lineage =
+                Lineage::open_or_create(&lineage_dir, StoreOptions::new("warden.local/lineage"))?;
             let appended = record_admission(&lineage, &admission, &key)?;
             lineage.close()?;
             outln!(

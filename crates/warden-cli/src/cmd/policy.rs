@@ -161,7 +161,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             let lineage = match lineage {
                 Some(dir) => Some(Lineage::open_or_create(
                     &dir,
-                    StoreOptions::new("warden.policy"),
+                    StoreOptions::new("warden.local/lineage"),
                 )?),
                 None => None,
             };
