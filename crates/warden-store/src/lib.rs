@@ -1195,8 +1195,22 @@ fn lock_dir(dir: &Path) -> Result<File, StoreError> {
     }
 }
 
+/// Whether `dir` holds a lineage. Creation writes the segment last, so a directory with no
+/// segment and a checkpoint file without a single checkpoint is a creation that was interrupted
+/// (a crash or a kill), which creating again completes; any checkpoint makes it a lineage
+/// (whose segments are missing: opening it reports that, creating refuses).
 fn has_lineage(dir: &Path) -> bool {
-    dir.join(CHECKPOINT_FILE).exists() || !list_segments(dir).map_or(true, |s| s.is_empty())
+    if !list_segments(dir).map_or(true, |s| s.is_empty()) {
+        return true;
+    }
+    let checkpoint_path = dir.join(CHECKPOINT_FILE);
+    if !checkpoint_path.exists() {
+        return false;
+    }
+    match FrameReader::open(&checkpoint_path, CHECKPOINT_MAGIC) {
+        Ok(Ok(reader)) => reader.file_len() > reader.header_len,
+        _ => true,
+    }
 }
 
 /// The stored choice of signed (`record`) or unsigned (`window`) records, if any.

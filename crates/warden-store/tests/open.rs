@@ -365,3 +365,41 @@ fn reads_stream_across_segments() {
         .collect();
     assert_eq!(streamed, (0..60).collect::<Vec<_>>());
 }
+
+#[test]
+fn a_creation_interrupted_before_the_segment_is_completed_by_the_next_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, trust) = build(dir.path(), 1);
+    // A kill during creation: the checkpoint header is there, the first segment is not.
+    let fresh = dir.path().join("fresh");
+    std::fs::create_dir(&fresh).unwrap();
+    std::fs::copy(dir.path().join("cadence"), fresh.join("cadence")).unwrap();
+    std::fs::write(
+        fresh.join("checkpoints.wlog"),
+        frame::encode_header(frame::CHECKPOINT_MAGIC, "example.com/warden"),
+    )
+    .unwrap();
+    let lineage = Lineage::open_or_create(&fresh, options(&trust)).unwrap();
+    lineage
+        .append(RecordDraft::new("note", json!({})), &key)
+        .unwrap();
+    lineage.close().unwrap();
+    verify(
+        &fresh,
+        &trust,
+        &VerifyOptions {
+            expect_size: Some(1),
+        },
+    )
+    .unwrap();
+    // But a lineage whose segments are gone is never re-created over its checkpoints.
+    std::fs::remove_file(segment(dir.path())).unwrap();
+    let err = Lineage::open_or_create(dir.path(), options(&trust))
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("no segment files"), "{err}");
+    assert!(matches!(
+        Lineage::create(dir.path(), options(&trust)).err().unwrap(),
+        StoreError::Exists { .. }
+    ));
+}

@@ -563,7 +563,7 @@ fn crash_bench(tmp: &Path, kills: u32) -> anyhow::Result<()> {
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
-        std::thread::sleep(std::time::Duration::from_millis(30 + seed % 100));
+        std::thread::sleep(std::time::Duration::from_millis(40 + seed % 160));
         child.kill()?;
         child.wait()?;
         let lineage = Lineage::open_or_create(&dir, crash_options().with_trust(Arc::clone(&trust)))
