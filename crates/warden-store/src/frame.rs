@@ -377,6 +377,45 @@ mod tests {
         assert_eq!(scan(full, SEGMENT_MAGIC).frames.len(), 3);
     }
 
+    /// Reads `bytes` with the streaming reader: frames and the fault, as `scan` reports them.
+    fn stream(bytes: &[u8]) -> (Vec<Vec<u8>>, Option<FrameFault>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, bytes).unwrap();
+        let mut reader = match FrameReader::open(&path, SEGMENT_MAGIC).unwrap() {
+            Ok(reader) => reader,
+            Err(fault) => return (Vec::new(), Some(fault)),
+        };
+        let (mut frames, mut buf) = (Vec::new(), Vec::new());
+        while let Some(next) = reader.next_frame(&mut buf).unwrap() {
+            match next {
+                Ok(_) => frames.push(buf.clone()),
+                Err(fault) => return (frames, Some(fault)),
+            }
+        }
+        (frames, None)
+    }
+
+    #[test]
+    fn the_streaming_reader_agrees_with_scan_on_every_prefix_and_flip() {
+        let full = file_with(&[b"alpha", b"beta", b"gamma"]);
+        let mut cases: Vec<Vec<u8>> = (0..=full.len()).map(|cut| full[..cut].to_vec()).collect();
+        for i in 0..full.len() {
+            let mut bytes = full.clone();
+            bytes[i] ^= 0x04;
+            cases.push(bytes);
+        }
+        for bytes in cases {
+            let scanned = scan(bytes.clone(), SEGMENT_MAGIC);
+            let expected: Vec<Vec<u8>> = (0..scanned.frames.len())
+                .map(|i| scanned.payload(i).to_vec())
+                .collect();
+            let (frames, fault) = stream(&bytes);
+            assert_eq!(frames, expected);
+            assert_eq!(fault, scanned.fault);
+        }
+    }
+
     #[test]
     fn every_byte_flip_is_detected() {
         let full = file_with(&[b"alpha", b"beta", b"gamma"]);
