@@ -1175,7 +1175,19 @@ fn lock_dir(dir: &Path) -> Result<File, StoreError> {
         .truncate(false)
         .open(&path)
         .map_err(io_at(&path))?;
-    match file.try_lock() {
+    // A lock released a moment ago can still be held by a process this one is spawning (the
+    // child holds a copy of the descriptor until its exec closes it): retry briefly.
+    let mut attempt = 0;
+    let locked = loop {
+        match file.try_lock() {
+            Err(std::fs::TryLockError::WouldBlock) if attempt < 20 => {
+                attempt += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => break other,
+        }
+    };
+    match locked {
         Ok(()) => {
             // Informational only (a stale pid is harmless: the lock is the open file).
             let _ = file
