@@ -116,6 +116,20 @@ impl MerkleTree {
         }
     }
 
+    /// The right edge of the tree (see [`CompactTree`]).
+    pub fn frontier(&self) -> CompactTree {
+        let size = self.len();
+        let mut frontier = Vec::with_capacity(size.count_ones() as usize);
+        let mut start = 0u64;
+        for height in (0..64).rev() {
+            if size & (1 << height) != 0 {
+                frontier.push(self.levels[height][(start >> height) as usize]);
+                start += 1 << height;
+            }
+        }
+        CompactTree { size, frontier }
+    }
+
     /// Drops every leaf at or after `size` (used when a store cuts a torn tail before opening).
     pub fn truncate(&mut self, size: u64) {
         for (height, level) in self.levels.iter_mut().enumerate() {
@@ -227,6 +241,66 @@ impl FromIterator<Hash> for MerkleTree {
             tree.push(leaf);
         }
         tree
+    }
+}
+
+/// The right edge of an RFC 6962 tree: one complete-subtree hash per set bit of the size,
+/// largest (leftmost) first. It is all an append-only writer or a streaming verifier needs to
+/// extend the tree and compute its root, in O(log n) memory, without holding the leaves.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CompactTree {
+    size: u64,
+    frontier: Vec<Hash>,
+}
+
+impl CompactTree {
+    pub fn new() -> CompactTree {
+        CompactTree::default()
+    }
+
+    /// Rebuilds a tree from its size and frontier (as returned by [`CompactTree::frontier`] or
+    /// [`MerkleTree::frontier`]); refused unless there is exactly one hash per set bit of `size`.
+    pub fn from_frontier(size: u64, frontier: Vec<Hash>) -> Result<CompactTree, MerkleError> {
+        if frontier.len() != size.count_ones() as usize {
+            return Err(MerkleError::WrongProofLength);
+        }
+        Ok(CompactTree { size, frontier })
+    }
+
+    /// Number of leaves.
+    pub fn len(&self) -> u64 {
+        self.size
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.size == 0
+    }
+
+    /// The complete subtrees of the right edge, largest first.
+    pub fn frontier(&self) -> &[Hash] {
+        &self.frontier
+    }
+
+    /// Appends a leaf hash, merging the subtrees it completes.
+    pub fn push(&mut self, leaf: Hash) {
+        let mut hash = leaf;
+        let mut size = self.size;
+        while size & 1 == 1 {
+            // A set low bit means a complete subtree of that height is waiting for a sibling.
+            let left = self.frontier.pop().unwrap_or_default();
+            hash = node_hash(&left, &hash);
+            size >>= 1;
+        }
+        self.frontier.push(hash);
+        self.size += 1;
+    }
+
+    /// The root of the whole tree: the frontier folded from the right.
+    pub fn root(&self) -> Hash {
+        match self.frontier.split_last() {
+            None => empty_root(),
+            Some((last, rest)) => rest.iter().rev().fold(*last, |acc, h| node_hash(h, &acc)),
+        }
     }
 }
 
@@ -390,6 +464,31 @@ mod tests {
         "ddb89be403809e325750d3d263cd78929c2942b7942a34b77e122c9594a74c8c",
         "5dc9da79a70659a9ad559cb701ded9a2ab9d823aad2f4960cfe370eff4604328",
     ];
+
+    #[test]
+    fn the_compact_tree_has_every_root_and_round_trips_its_frontier() {
+        let leaves: Vec<Hash> = (0u32..300).map(|i| leaf_hash(&i.to_le_bytes())).collect();
+        let mut compact = CompactTree::new();
+        let mut full = MerkleTree::new();
+        assert_eq!(compact.root(), empty_root());
+        for leaf in &leaves {
+            compact.push(*leaf);
+            full.push(*leaf);
+            assert_eq!(compact.root(), full.root(), "size {}", compact.len());
+            assert_eq!(full.frontier(), compact);
+            let rebuilt =
+                CompactTree::from_frontier(compact.len(), compact.frontier().to_vec()).unwrap();
+            assert_eq!(rebuilt.root(), compact.root());
+        }
+        assert!(CompactTree::from_frontier(3, vec![[0; 32]]).is_err());
+        let first_100: MerkleTree = leaves[..100].iter().copied().collect();
+        let mut resumed =
+            CompactTree::from_frontier(100, first_100.frontier().frontier().to_vec()).unwrap();
+        for leaf in &leaves[100..] {
+            resumed.push(*leaf);
+        }
+        assert_eq!(resumed.root(), root(&leaves));
+    }
 
     #[test]
     fn roots_match_rfc6962_vectors_for_every_size() {

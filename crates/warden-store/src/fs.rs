@@ -107,6 +107,58 @@ pub fn atomic_write_private(path: &Path, bytes: &[u8]) -> Result<(), StoreError>
     write_atomically(path, bytes, true)
 }
 
+/// Makes a rename or a new file in `dir` durable.
+pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_err(dir, e))
+}
+
+/// Writes `header` followed by the bytes of `src` from offset `from` to its end into `dest`
+/// atomically (temp file, fsync, rename, fsync directory), streaming. Returns the bytes copied.
+pub fn atomic_copy_tail(
+    src: &Path,
+    from: u64,
+    header: &[u8],
+    dest: &Path,
+) -> Result<u64, StoreError> {
+    use std::io::{Seek, SeekFrom};
+    let dir = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let file_name = dest
+        .file_name()
+        .ok_or_else(|| io_err(dest, std::io::Error::other("path has no file name")))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        file_name.to_string_lossy(),
+        std::process::id()
+    ));
+    let mut source = File::open(src).map_err(|e| io_err(src, e))?;
+    source
+        .seek(SeekFrom::Start(from))
+        .map_err(|e| io_err(src, e))?;
+    let result = (|| {
+        let mut out = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
+        out.write_all(header)?;
+        let copied = std::io::copy(&mut source, &mut out)?;
+        out.sync_all()?;
+        drop(out);
+        fs::rename(&tmp, dest)?;
+        File::open(dir)?.sync_all()?;
+        Ok(copied)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.map_err(|e| io_err(dest, e))
+}
+
 /// Reads a whole (small) file, naming the path on error.
 pub fn read_to_string(path: &Path) -> Result<String, StoreError> {
     fs::read_to_string(path).map_err(|e| io_err(path, e))

@@ -288,7 +288,8 @@ fn checkpoint_of_size(dir: &Path, size: u64) -> SignedCheckpoint {
         .unwrap()
 }
 
-/// A checkpoint seen earlier is extended by the log's latest one: the proof verifies.
+/// A checkpoint seen earlier is extended by the log's latest one, and the store's consistency
+/// proof between the two verifies.
 #[test]
 fn a_pinned_earlier_checkpoint_is_proven_consistent_with_the_grown_log() {
     let dir = tempfile::tempdir().unwrap();
@@ -303,8 +304,15 @@ fn a_pinned_earlier_checkpoint_is_proven_consistent_with_the_grown_log() {
     .unwrap();
     let pin = verified.pinned.unwrap();
     assert_eq!((pin.size, pin.latest_size), (10, 23));
-    assert!(!pin.proof.is_empty());
-    warden_merkle::verify_consistency(10, 23, &pin.root, &verified.root, &pin.proof).unwrap();
+    // A witness asks the store for the RFC 6962 proof of what the verifier checked.
+    let lineage = Lineage::open_with(
+        dir.path(),
+        Some(StoreOptions::new(ORIGIN).with_trust(Arc::new(keys.trust.clone()))),
+    )
+    .unwrap();
+    let proof = lineage.prove_consistency(10, 23).unwrap();
+    assert!(!proof.is_empty());
+    warden_merkle::verify_consistency(10, 23, &pin.root, &verified.root, &proof).unwrap();
 }
 
 /// Both files cut back to an earlier, self-consistent state: a valid shorter log, caught only

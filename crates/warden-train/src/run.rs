@@ -70,17 +70,19 @@ fn io_err(path: &Path, e: std::io::Error) -> TrainError {
     TrainError::io(path, e)
 }
 
-/// The store options of a training lineage: signing per record or per window (the
-/// `[lineage] cadence` of the config). Lineage checkpoints in window mode are driven by the
-/// policy's cadence (`RecordSink::checkpoint`), not by the store.
-fn store_options(origin: &str, cadence: SigningCadence) -> StoreOptions {
-    StoreOptions::new(origin).with_cadence(match cadence {
-        SigningCadence::Record => Cadence::EveryRecord,
-        SigningCadence::Window => Cadence::Window {
-            records: 1 << 20,
-            millis: 24 * 3_600_000,
-        },
-    })
+/// The store options of a training lineage. `[lineage] cadence = "record"` signs every record
+/// (the tail a kill leaves is authenticated through `trust` on resume); `"window"` leaves
+/// records unsigned until the checkpoint that seals them. Either way lineage checkpoints are
+/// driven by the policy's cadence (`RecordSink::checkpoint`), not by the store. The origin is
+/// used only when the lineage is created: an existing lineage keeps its own.
+fn store_options(origin: &str, cadence: SigningCadence, trust: &TrustStore) -> StoreOptions {
+    let (records, millis) = (1 << 20, 24 * 3_600_000);
+    StoreOptions::new(origin)
+        .with_cadence(match cadence {
+            SigningCadence::Record => Cadence::SignedWindow { records, millis },
+            SigningCadence::Window => Cadence::Window { records, millis },
+        })
+        .with_trust(Arc::new(trust.clone()))
 }
 
 /// Refuses a signing key the trust file does not accept for the training-authority role: a
@@ -221,7 +223,11 @@ pub fn start(
     )?;
     let lineage = Lineage::open_or_create(
         &lineage_dir,
-        store_options("warden-train", trainer.config.lineage.cadence),
+        store_options(
+            "warden.local/lineage",
+            trainer.config.lineage.cadence,
+            trust,
+        ),
     )
     .map_err(|e| TrainError::lineage(format!("opening {}", lineage_dir.display()), e))?;
     let mut sink = LineageSink {
@@ -414,7 +420,11 @@ pub fn resume(
         .ok_or_else(|| TrainError::field(run_json.display().to_string(), "no lineage path"))?;
     let lineage = Lineage::open_with(
         &lineage_dir,
-        Some(store_options("warden-train", config.lineage.cadence)),
+        Some(store_options(
+            "warden.local/lineage",
+            config.lineage.cadence,
+            trust,
+        )),
     )
     .map_err(|e| TrainError::lineage(format!("opening {}", lineage_dir.display()), e))?;
     let history = RunHistory::read(&lineage, run_dir)?;

@@ -126,9 +126,11 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             }
             print_admission(&admission);
             let lineage_dir = lineage.unwrap_or_else(|| out.join("lineage"));
+            // The origin is used only if the lineage is new; the trust store authenticates a
+            // tail an earlier process left unsealed before anything is appended after it.
             let lineage = Lineage::open_or_create(
                 &lineage_dir,
-                StoreOptions::new(format!("warden.corpus/{}", admission.body.name)),
+                StoreOptions::new("warden.local/lineage").with_trust(Arc::new(trust.clone())),
             )?;
             // Appended after the admission is in place; a re-run after a crash between the two
             // finds the admission complete and appends the missing record (only then). Only a

@@ -153,7 +153,7 @@ fn lineage_stage(dir: &Path) -> anyhow::Result<DemoContext> {
 
     heading("lineage: append, checkpoint, verify, prove");
     let lineage_dir = dir.join("lineage");
-    let options = StoreOptions::new("warden.demo/lineage").with_cadence(Cadence::Window {
+    let options = StoreOptions::new("warden.local/lineage").with_cadence(Cadence::Window {
         records: 64,
         millis: 1000,
     });

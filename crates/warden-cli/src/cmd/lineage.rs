@@ -1,4 +1,4 @@
-//! `warden lineage …` (verify, show, prove, export) and `warden bench lineage`.
+//! `warden lineage …` (init, verify, show, prove, export, recover) and `warden bench lineage`.
 
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -17,6 +17,27 @@ use warden_store::{fs, Cadence, Lineage, StoreOptions, VerifyOptions};
 
 #[derive(Subcommand)]
 pub enum Command {
+    /// Create a lineage whose origin (and record signing) is chosen once; every command
+    /// (corpus, policy, train) then appends to it, whatever origin it would have used itself.
+    Init {
+        dir: PathBuf,
+        /// The checkpoint origin: a URL-like name unique to this log, e.g. example.com/warden.
+        #[arg(long)]
+        origin: String,
+        /// `record`: every record signed, a checkpoint per window (a crash leaves an
+        /// authenticated tail). `window`: unsigned records sealed by the window's checkpoint
+        /// (faster; a crash leaves a tail that `lineage recover` must move aside).
+        #[arg(long, value_enum, default_value_t = CadenceArg::Record)]
+        cadence: CadenceArg,
+    },
+    /// Move records after the last checkpoint that cannot be authenticated (no signature the
+    /// trust file accepts, or damaged) into a side file in DIR, so appending can continue.
+    Recover {
+        dir: PathBuf,
+        /// Trust file (default: trust.toml next to DIR).
+        #[arg(long)]
+        trust: Option<PathBuf>,
+    },
     /// Verify every record, chain link, signature and checkpoint; print a summary line.
     /// Unsigned records after the last checkpoint are unauthenticated and fail verification.
     Verify {
@@ -72,6 +93,15 @@ pub enum Command {
         #[arg(long)]
         key: PathBuf,
     },
+    /// One measured phase of `bench lineage` in a fresh process, so its peak RSS is its own.
+    #[command(hide = true)]
+    BenchPhase {
+        dir: PathBuf,
+        #[arg(long, value_enum)]
+        phase: Phase,
+        #[arg(long)]
+        trust: PathBuf,
+    },
     /// Export every record as JSON lines or a CBOR sequence (RFC 8742).
     Export {
         dir: PathBuf,
@@ -81,6 +111,18 @@ pub enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum CadenceArg {
+    Record,
+    Window,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Phase {
+    Verify,
+    Open,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -159,16 +201,23 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Show { dir, json, range } => {
-            let records = warden_store::read_all(&dir)?;
             let range = match range {
                 Some(r) => parse_range(&r)?,
                 None => 0..u64::MAX,
             };
-            for r in records.iter().filter(|r| range.contains(&r.record.seq)) {
+            // Streamed: one record in memory at a time, however long the log.
+            for r in warden_store::records(&dir)? {
+                let r = r?;
+                if r.record.seq >= range.end {
+                    break;
+                }
+                if !range.contains(&r.record.seq) {
+                    continue;
+                }
                 if json {
                     outln!("{}", r.to_json());
                 } else {
-                    outln!("{}", summary_line(r));
+                    outln!("{}", summary_line(&r));
                 }
             }
             Ok(())
@@ -225,15 +274,67 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Init {
+            dir,
+            origin,
+            cadence,
+        } => {
+            let cadence = match cadence {
+                CadenceArg::Record => Cadence::DEFAULT,
+                CadenceArg::Window => Cadence::DEFAULT.with_record_signatures(false),
+            };
+            let lineage = Lineage::create(
+                &dir,
+                StoreOptions::new(origin.clone()).with_cadence(cadence),
+            )?;
+            lineage.close()?;
+            outln!(
+                "created lineage {} (origin {origin}, cadence {})",
+                dir.display(),
+                cadence.name()
+            );
+            Ok(())
+        }
+        Command::Recover { dir, trust } => {
+            let (trust, _) = resolve_trust(&dir, trust)?;
+            let report = Lineage::recover(&dir, Some(&trust))?;
+            if report.moved.is_empty() {
+                outln!(
+                    "nothing to recover: every record after the last checkpoint is authenticated"
+                );
+            } else {
+                outln!(
+                    "moved records {}..{} aside ({}); the log continues at record {}",
+                    report.records.start,
+                    report.records.end,
+                    report.reason,
+                    report.records.start
+                );
+                for moved in &report.moved {
+                    outln!(
+                        "  {} ({} bytes, from record {})",
+                        moved.file.display(),
+                        moved.bytes,
+                        moved.first
+                    );
+                }
+            }
+            Ok(())
+        }
         Command::StressAppend { dir, key } => {
             let key = Arc::new(fs::load_signing_key(&key)?);
             let lineage = Lineage::open_or_create(&dir, crash_options())?;
-            let pad = "x".repeat(200);
+            // Mostly small records, some of 1 MiB: a SIGKILL that lands inside the write of a
+            // large one (the kernel checks for fatal signals between pages) tears it.
+            let small = "x".repeat(200);
+            let large = "y".repeat(1 << 20);
             for i in 0u64.. {
+                let pad = if i % 4 == 1 { &large } else { &small };
                 lineage.append(RecordDraft::new("note", json!({"i": i, "pad": pad})), &key)?;
             }
             Ok(())
         }
+        Command::BenchPhase { dir, phase, trust } => bench_phase(&dir, phase, &trust),
         Command::Export { dir, format, out } => {
             let records = warden_store::read_all(&dir)?;
             let mut buf = Vec::new();
@@ -317,11 +418,11 @@ fn verify_command(
     outln!("{line}");
     if let Some(pin) = &verified.pinned {
         outln!(
-            "pinned checkpoint (size {}, root {}): extended by checkpoint size {} (consistency proof of {} hashes verified)",
+            "pinned checkpoint (size {}, root {}): the log's first {} records hash to its root and checkpoint size {} extends it",
             pin.size,
             hex::encode(pin.root),
-            pin.latest_size,
-            pin.proof.len()
+            pin.size,
+            pin.latest_size
         );
     }
     if let Some(u) = verified.unauthenticated {
@@ -388,17 +489,151 @@ pub struct BenchArgs {
     /// SIGKILLs in the crash benchmark (a child appending as fast as it can, killed at random).
     #[arg(long, default_value_t = 100)]
     kills: u32,
+    /// Size of the large log for the scale run (verify time and peak RSS, open-for-append
+    /// time), compared with a log of a tenth of it; e.g. 10000000. 0 skips the run.
+    #[arg(long, default_value_t = 1_000_000)]
+    scale_records: u64,
 }
 
+/// The default cadence (every record signed, a checkpoint per window): a kill leaves a tail the
+/// parent authenticates through the trust store when it reopens.
 fn crash_options() -> StoreOptions {
-    StoreOptions::new("bench/crash").with_cadence(Cadence::Window {
+    StoreOptions::new("bench.warden/crash").with_cadence(Cadence::SignedWindow {
         records: 256,
         millis: 10,
     })
 }
 
+/// Peak resident set size of this process (Linux `VmHWM`), in KiB.
+fn peak_rss_kib() -> Option<u64> {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()?
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn bench_phase(dir: &Path, phase: Phase, trust: &Path) -> anyhow::Result<()> {
+    let trust = fs::load_trust(trust)?;
+    let (seconds, records, scanned) = match phase {
+        Phase::Verify => {
+            let start = Instant::now();
+            let verified = warden_store::verify(dir, &trust, &VerifyOptions::default())?;
+            let seconds = start.elapsed().as_secs_f64();
+            (seconds, verified.records, verified.records)
+        }
+        Phase::Open => {
+            // Milliseconds on a shared machine: the median of 9 opens.
+            let options = StoreOptions::new("bench.warden/scale").with_trust(Arc::new(trust));
+            let mut times = Vec::new();
+            let (mut records, mut scanned) = (0, 0);
+            for _ in 0..9 {
+                let start = Instant::now();
+                let lineage = Lineage::open_with(dir, Some(options.clone()))?;
+                times.push(start.elapsed().as_secs_f64());
+                (records, scanned) = (lineage.len(), lineage.open_report().scanned);
+            }
+            times.sort_by(f64::total_cmp);
+            (times[times.len() / 2], records, scanned)
+        }
+    };
+    outln!(
+        "{}",
+        json!({"seconds": seconds, "records": records, "scanned": scanned, "peak_rss_kib": peak_rss_kib()})
+    );
+    Ok(())
+}
+
+/// What one `bench-phase` child measured.
+struct PhaseResult {
+    seconds: f64,
+    scanned: u64,
+    peak_rss_mib: f64,
+}
+
+fn run_phase(dir: &Path, phase: &str, trust: &Path) -> anyhow::Result<PhaseResult> {
+    let output = std::process::Command::new(std::env::current_exe()?)
+        .args(["lineage", "bench-phase"])
+        .arg(dir)
+        .args(["--phase", phase, "--trust"])
+        .arg(trust)
+        .output()?;
+    if !output.status.success() {
+        anyhow::bail!(
+            "bench phase {phase} failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    let value: serde_json::Value = serde_json::from_str(text.trim())
+        .with_context(|| format!("bench phase {phase} printed {text:?}"))?;
+    Ok(PhaseResult {
+        seconds: value["seconds"].as_f64().unwrap_or(f64::NAN),
+        scanned: value["scanned"].as_u64().unwrap_or(0),
+        peak_rss_mib: value["peak_rss_kib"].as_f64().unwrap_or(f64::NAN) / 1024.0,
+    })
+}
+
+/// Builds a log of `n / 10` records, measures verify and open-for-append in fresh processes,
+/// extends it to `n` and measures again: memory and open time must not grow with the log.
+fn scale_bench(
+    tmp: &Path,
+    n: u64,
+    key: &Arc<SigningKey>,
+    trust_path: &Path,
+    payload: &dyn Fn(u64) -> serde_json::Value,
+) -> anyhow::Result<()> {
+    let dir = tmp.join("scale");
+    // Unsigned records and no fsync: the fastest way to a large throwaway log.
+    let mut options = StoreOptions::new("bench.warden/scale").with_cadence(Cadence::Window {
+        records: 1024,
+        millis: 1000,
+    });
+    options.fsync = false;
+    let mut written = 0;
+    let mut results = Vec::new();
+    for target in [(n / 10).max(1), n] {
+        let lineage = Lineage::open_or_create(&dir, options.clone())?;
+        for i in written..target {
+            lineage.append(RecordDraft::new("train.iteration", payload(i)), key)?;
+        }
+        lineage.close()?;
+        drop(lineage);
+        written = target;
+        let verify = run_phase(&dir, "verify", trust_path)?;
+        let open = run_phase(&dir, "open", trust_path)?;
+        outln!(
+            "{:<44} {:>14}",
+            format!("scale: {target} records"),
+            format!(
+                "verify {:.1} s, peak RSS {:.1} MiB; open-for-append {:.2} ms (median of 9; read {} records), peak RSS {:.1} MiB",
+                verify.seconds,
+                verify.peak_rss_mib,
+                open.seconds * 1e3,
+                open.scanned,
+                open.peak_rss_mib
+            )
+        );
+        results.push((target, verify, open));
+    }
+    if let [(small, v_small, o_small), (large, v_large, o_large)] = &results[..] {
+        outln!(
+            "scale ratios {large} / {small} records: open-for-append time {:.2}x, verify peak RSS {:.2}x, verify time {:.1}x   (targets: open ~1x, RSS < 64 MiB)",
+            o_large.seconds / o_small.seconds,
+            v_large.peak_rss_mib / v_small.peak_rss_mib,
+            v_large.seconds / v_small.seconds
+        );
+    }
+    Ok(())
+}
+
 /// Kills a child appender with SIGKILL `kills` times at random moments; after each kill the
-/// store must open (cutting any torn tail), verify, and accept an append.
+/// store must open (cutting any torn tail, authenticating any signed unsealed one), verify, and
+/// accept an append.
 fn crash_bench(tmp: &Path, kills: u32) -> anyhow::Result<()> {
     let key_path = tmp.join("crash.key");
     let key = Arc::new(super::key::new_key(
@@ -408,10 +643,11 @@ fn crash_bench(tmp: &Path, kills: u32) -> anyhow::Result<()> {
     )?);
     let mut trust = TrustStore::new();
     trust.add(Role::CorpusAuthority, key.public().clone());
+    let trust = Arc::new(trust);
     let dir = tmp.join("crash");
     let exe = std::env::current_exe()?;
     let mut seed = 0x2545_f491_4f6c_dd1du64 ^ std::process::id() as u64;
-    let (mut repaired, mut cut_bytes, mut records) = (0usize, 0u64, 0u64);
+    let (mut torn, mut cut_bytes, mut tails, mut records) = (0u32, 0u64, 0u32, 0u64);
     let start = Instant::now();
     for round in 0..kills {
         let mut child = std::process::Command::new(&exe)
@@ -425,14 +661,23 @@ fn crash_bench(tmp: &Path, kills: u32) -> anyhow::Result<()> {
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
-        std::thread::sleep(std::time::Duration::from_millis(15 + seed % 100));
+        std::thread::sleep(std::time::Duration::from_millis(40 + seed % 160));
         child.kill()?;
         child.wait()?;
-        let lineage = Lineage::open_or_create(&dir, crash_options())
+        let lineage = Lineage::open_or_create(&dir, crash_options().with_trust(Arc::clone(&trust)))
             .with_context(|| format!("after kill {round}: open"))?;
-        for (_, _, bytes) in &lineage.open_report().repaired {
-            repaired += 1;
-            cut_bytes += bytes;
+        let segment_cuts: Vec<_> = lineage
+            .open_report()
+            .repaired
+            .iter()
+            .filter(|(file, _, _)| !file.ends_with("checkpoints.wlog"))
+            .collect();
+        if !segment_cuts.is_empty() {
+            torn += 1;
+            cut_bytes += segment_cuts.iter().map(|(_, _, bytes)| bytes).sum::<u64>();
+        }
+        if lineage.latest_checkpoint()?.map(|c| c.0) != Some(lineage.len()) {
+            tails += 1;
         }
         lineage.append(RecordDraft::new("note", json!({"after_kill": round})), &key)?;
         lineage.close()?;
@@ -449,7 +694,7 @@ fn crash_bench(tmp: &Path, kills: u32) -> anyhow::Result<()> {
         .with_context(|| format!("after kill {round}: verify"))?;
     }
     outln!(
-        "crash: {kills} SIGKILLs in {:.1} s, {records} records; {repaired} torn tails cut ({cut_bytes} bytes); every reopen verified and appended",
+        "crash: {kills} SIGKILLs in {:.1} s, {records} records; {torn} kills left a torn record (all cut: {cut_bytes} bytes), {tails} left a signed unsealed tail (all authenticated and kept); every reopen verified and appended",
         start.elapsed().as_secs_f64()
     );
     Ok(())
@@ -515,9 +760,32 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
     );
     drop(lineage);
 
-    // Per-window signing: a co-signed checkpoint every 1024 records or 1000 ms.
+    // The default: every record signed, a co-signed checkpoint every 1024 records or 1000 ms.
+    let n_signed = (args.records / 10).max(1);
+    let lineage = Lineage::create(
+        &tmp.join("signed-window"),
+        StoreOptions::new("bench/signed"),
+    )?;
+    let start = Instant::now();
+    for i in 0..n_signed {
+        lineage.append(RecordDraft::new("train.iteration", payload(i)), &key)?;
+    }
+    lineage.close()?;
+    let signed_window = n_signed as f64 / start.elapsed().as_secs_f64();
+    outln!(
+        "{:<44} {:>14.0}",
+        "appends/s, signed records, window (default)",
+        signed_window
+    );
+    drop(lineage);
+
+    // Unsigned records: a co-signed checkpoint every 1024 records or 1000 ms seals them.
     let dir_window = tmp.join("window");
-    let lineage = Lineage::create(&dir_window, StoreOptions::new("bench/window"))?;
+    let lineage = Lineage::create(
+        &dir_window,
+        StoreOptions::new("bench/window")
+            .with_cadence(Cadence::DEFAULT.with_record_signatures(false)),
+    )?;
     let start = Instant::now();
     for i in 0..args.records {
         lineage.append(RecordDraft::new("train.iteration", payload(i)), &key)?;
@@ -526,7 +794,7 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let per_window = args.records as f64 / start.elapsed().as_secs_f64();
     outln!(
         "{:<44} {:>14.0}   (target >= 100000)",
-        "appends/s, per-window signing (1024 / 1 s)",
+        "appends/s, unsigned records, window (1024/1 s)",
         per_window
     );
 
@@ -586,6 +854,11 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         verify_rate / per_window
     );
     drop(lineage);
+    if args.scale_records > 0 {
+        let trust_path = tmp.join("trust.toml");
+        fs::atomic_write(&trust_path, trust.to_toml().as_bytes())?;
+        scale_bench(&tmp, args.scale_records, &key, &trust_path, &payload)?;
+    }
     if args.kills > 0 {
         crash_bench(&tmp, args.kills)?;
     }

@@ -165,7 +165,10 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             let lineage = match lineage {
                 Some(dir) => Some(Lineage::open_or_create(
                     &dir,
-                    StoreOptions::new("warden.policy"),
+                    // The origin is used only if the lineage is new; the trust store
+                    // authenticates a tail an earlier process left unsealed.
+                    StoreOptions::new("warden.local/lineage")
+                        .with_trust(std::sync::Arc::new(trust.clone())),
                 )?),
                 None => None,
             };
