@@ -183,7 +183,7 @@ fn pinned_checkpoints_catch_rollbacks_of_the_log_and_of_the_checkpoint_file() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
         stdout(&out).contains("pinned checkpoint (size 40, root ")
-            && stdout(&out).contains("extended by checkpoint size 60"),
+            && stdout(&out).contains("checkpoint size 60 extends it"),
         "{}",
         stdout(&out)
     );
