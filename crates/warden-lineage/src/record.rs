@@ -181,6 +181,29 @@ impl<'a> EnvelopeView<'a> {
         })?;
         let signer_name = r.text()?;
         let signer_id = r.text()?;
+        // The signer is a key name and the key id as keys write it (8 lowercase hex digits).
+        // The JSON form and key lookups join them as `name+id`: a `+` in either, or another
+        // spelling of the id, would decode to a different record (found by fuzzing).
+        if signer_name.is_empty()
+            || signer_name
+                .chars()
+                .any(|c| c == '+' || c.is_whitespace() || c.is_control())
+        {
+            return Err(RecordError::Field {
+                field: "signer name",
+                reason: format!("`{signer_name}` is not a key name"),
+            });
+        }
+        if signer_id.len() != 8
+            || !signer_id
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            return Err(RecordError::Field {
+                field: "signer id",
+                reason: format!("`{signer_id}` is not 8 lowercase hex digits"),
+            });
+        }
         let policy_version = r.optional_text()?;
         let prev_bytes = r.bytes()?;
         let prev: Hash = prev_bytes.try_into().map_err(|_| RecordError::Field {

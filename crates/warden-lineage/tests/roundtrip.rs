@@ -125,3 +125,42 @@ fn an_edited_json_record_no_longer_verifies() {
         )
         .is_err());
 }
+
+/// Regression (fuzz target `lineage_entry`): a body whose signer id held a `+` decoded, and its
+/// JSON form `name+5c1+467d` then decoded to another signer, so the JSON twin of a stored record
+/// failed its leaf-hash check. The decoder now refuses signer names and ids that no key has.
+#[test]
+fn a_signer_that_no_key_can_have_is_refused_by_the_decoder() {
+    let key = signer();
+    let good = Record {
+        seq: 0,
+        kind: "key".into(),
+        time_ms: 1,
+        role: Role::CorpusAuthority,
+        signer: key.key_ref(),
+        policy_version: None,
+        prev: [0; 32],
+        payload: serde_json::json!({"event": "introduced"}),
+    };
+    assert!(Record::decode_body(&good.encode_body().unwrap()).is_ok());
+    let cases = [
+        ("demo.corpus-authority", "5c1+467d", "signer id"),
+        ("demo.corpus-authority", "5C13467D", "signer id"),
+        ("demo.corpus-authority", "+5c1346", "signer id"),
+        ("demo+corpus", "5c13467d", "signer name"),
+        ("", "5c13467d", "signer name"),
+    ];
+    for (name, id, field) in cases {
+        let mut bad = good.clone();
+        bad.signer.name = name.into();
+        bad.signer.id = id.into();
+        let err = Record::decode_body(&bad.encode_body().unwrap())
+            .expect_err("a signer no key can have must be refused");
+        let message = err.to_string();
+        assert!(
+            message.contains(field)
+                && message.contains(if field == "signer id" { id } else { name }),
+            "{name}+{id}: {message}"
+        );
+    }
+}
