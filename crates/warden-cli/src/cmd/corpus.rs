@@ -721,7 +721,7 @@ pub fn demo_stage(ctx: &mut super::demo::DemoContext) -> anyhow::Result<()> {
         &AdmitOptions::default(),
     )?;
     print_admission(&admission);
-    let index = record_admission(&ctx.lineage, &admission, &ctx.keys.corpus)?;
+    let index = record_admission(ctx.lineage()?, &admission, &ctx.keys.corpus)?;
     outln!("  lineage: {ADMISSION_KIND} record {index}");
     let report = verify(&corpus_dir, &ctx.trust)?;
     print_verify(&report);

@@ -17,6 +17,9 @@ use warden_store::{fs, Cadence, Lineage, StoreOptions, VerifyOptions};
 /// Marks a directory as created by `warden demo`, so a rerun may replace it.
 const MARKER: &str = ".warden-demo";
 
+/// The checkpoint origin of the demo's lineage (C2SP tlog-checkpoint: a URL-like name).
+const DEMO_ORIGIN: &str = "warden.local/demo";
+
 #[derive(Args)]
 pub struct DemoArgs {
     /// The demo directory (replaced if it holds an earlier demo; refused if it holds anything else).
@@ -47,12 +50,39 @@ pub struct DemoContext {
     pub key_paths: DemoKeyPaths,
     pub trust: TrustStore,
     pub trust_path: PathBuf,
-    pub lineage: Lineage,
+    /// The demo's one lineage, held open for appending (`None` only while a stage lets another
+    /// writer, such as `warden_train::run::start`, open the same directory).
+    pub lineage: Option<Lineage>,
     pub lineage_dir: PathBuf,
     /// Set by the corpus stage: the admitted corpus output directory.
     pub corpus_dir: Option<PathBuf>,
     /// Set by the corpus stage: the synthetic corpus directory.
     pub synth_dir: Option<PathBuf>,
+}
+
+impl DemoContext {
+    /// The open lineage.
+    pub fn lineage(&self) -> anyhow::Result<&Lineage> {
+        self.lineage
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("the demo lineage is not open"))
+    }
+
+    /// Seals and closes the lineage so another writer can take its lock (one appender at a
+    /// time); [`DemoContext::reopen_lineage`] takes it back.
+    pub fn release_lineage(&mut self) -> anyhow::Result<()> {
+        if let Some(lineage) = self.lineage.take() {
+            lineage.close()?;
+        }
+        Ok(())
+    }
+
+    /// Opens the lineage again for appending (its tail authenticated through the trust file).
+    pub fn reopen_lineage(&mut self) -> anyhow::Result<()> {
+        let options = StoreOptions::new(DEMO_ORIGIN).with_trust(Arc::new(self.trust.clone()));
+        self.lineage = Some(Lineage::open_with(&self.lineage_dir, Some(options))?);
+        Ok(())
+    }
 }
 
 pub fn heading(text: &str) {
@@ -92,12 +122,13 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     super::train::demo_stage(&mut ctx)?;
 
     heading("final: verify the whole lineage");
-    ctx.lineage.close()?;
+    let n_records = ctx.lineage()?.len();
+    ctx.release_lineage()?;
     let verified = warden_store::verify(
         &ctx.lineage_dir,
         &ctx.trust,
         &VerifyOptions {
-            expect_size: Some(ctx.lineage.len()),
+            expect_size: Some(n_records),
             ..Default::default()
         },
     )?;
@@ -153,7 +184,7 @@ fn lineage_stage(dir: &Path) -> anyhow::Result<DemoContext> {
 
     heading("lineage: append, checkpoint, verify, prove");
     let lineage_dir = dir.join("lineage");
-    let options = StoreOptions::new("warden.local/lineage").with_cadence(Cadence::Window {
+    let options = StoreOptions::new(DEMO_ORIGIN).with_cadence(Cadence::Window {
         records: 64,
         millis: 1000,
     });
@@ -253,7 +284,7 @@ fn lineage_stage(dir: &Path) -> anyhow::Result<DemoContext> {
         },
         trust,
         trust_path,
-        lineage,
+        lineage: Some(lineage),
         lineage_dir,
         corpus_dir: None,
         synth_dir: None,

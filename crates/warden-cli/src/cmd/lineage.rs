@@ -144,7 +144,7 @@ pub fn resolve_trust(dir: &Path, trust: Option<PathBuf>) -> anyhow::Result<(Trus
             let candidate = parent.join("trust.toml");
             if !candidate.exists() {
                 anyhow::bail!(
-                    "no trust file: pass --trust FILE (looked for {})",
+                    "no trust file: pass --trust FILE, the keys you accept per role (`warden key trust`); looked for {}",
                     candidate.display()
                 );
             }

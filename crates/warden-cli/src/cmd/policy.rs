@@ -800,7 +800,7 @@ pub fn demo_stage(ctx: &mut super::demo::DemoContext) -> anyhow::Result<()> {
             key: &ctx.keys.policy,
             trust: &ctx.trust,
             out: &out,
-            lineage: Some(&ctx.lineage),
+            lineage: Some(ctx.lineage()?),
             acknowledge: ack,
             bound: Bound::default(),
         })
@@ -885,7 +885,7 @@ pub fn demo_stage(ctx: &mut super::demo::DemoContext) -> anyhow::Result<()> {
         ctx.lineage_dir.display()
     );
     let log = LineageLog::Append {
-        lineage: &ctx.lineage,
+        lineage: ctx.lineage()?,
         key: &ctx.keys.policy,
     };
     let admitted = load_admitted(&out, &ctx.trust, Some(&log))?;

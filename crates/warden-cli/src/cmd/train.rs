@@ -175,7 +175,7 @@ fn evaluation_lines(iteration: u64, evaluation: &serde_json::Value) -> Vec<Strin
     lines
 }
 
-fn print_summary(summary: &RunSummary) {
+fn print_summary(summary: &RunSummary, trust: Option<&Path>) {
     let loss = match summary.final_loss {
         Some(loss) if loss.is_finite() => format!("final loss {loss:.4}"),
         _ => "no admitted batch in this command".to_string(),
@@ -210,9 +210,20 @@ fn print_summary(summary: &RunSummary) {
         summary.manifest.display()
     );
     outln!("lineage: {}", summary.lineage_dir.display());
+    if let Some(trust) = trust {
+        outln!(
+            "verify: warden lineage verify {} --trust {}",
+            summary.lineage_dir.display(),
+            trust.display()
+        );
+    }
 }
 
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+    let trust_path = match &args.command {
+        Some(TrainCommand::Resume { authority, .. }) => authority.trust.clone(),
+        None => args.authority.trust.clone(),
+    };
     let summary = match args.command {
         Some(TrainCommand::Resume {
             run_dir,
@@ -258,7 +269,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             result?
         }
     };
-    print_summary(&summary);
+    print_summary(&summary, trust_path.as_deref());
     Ok(())
 }
 
@@ -611,9 +622,6 @@ pub fn demo_stage(ctx: &mut super::demo::DemoContext) -> anyhow::Result<()> {
             dir.join("admitted")
         }
     };
-    let corpus: Arc<dyn warden_train::data::AdmissionIndex> = Arc::new(
-        warden_train::admitted::Admitted::load(&corpus_dir, &ctx.trust)?,
-    );
     let mut config = bench_config(&corpus_dir, 60, 2, 48, 16, 64, 3e-3, Some((40, 1024)))?;
     config.policy.version = "demo-train-v1".into();
     config.policy.failure = warden_train::policy::FailureMode::Quarantine;
@@ -641,21 +649,25 @@ pub fn demo_stage(ctx: &mut super::demo::DemoContext) -> anyhow::Result<()> {
         config.model.context,
         config.policy.version
     );
+    // The config a user can start from: `warden train DEMO/train.toml --out RUN_DIR …`.
+    let config_path = ctx.dir.join("train.toml");
+    warden_store::fs::atomic_write(&config_path, config.to_toml()?.as_bytes())?;
+    outln!("  config: {}", config_path.display());
     let run_dir = ctx.dir.join("train-run");
-    let before = ctx.lineage.len();
+    let before = ctx.lineage()?.len();
     let started = std::time::Instant::now();
-    let summary = warden_train::run::train_into_lineage_with_canaries(
-        config,
-        corpus,
-        canaries.as_deref(),
+    // The run appends to the demo's one lineage; the run directory (config.toml, policy.toml,
+    // run.json, checkpoints, model, manifest) is a real run that `warden train resume` continues.
+    ctx.release_lineage()?;
+    let summary = run::start(
+        &config_path,
         &run_dir,
-        &ctx.lineage,
-        run::Authority {
-            key: ctx.keys.training.clone(),
-            trust: &ctx.trust,
-        },
+        ctx.keys.training.clone(),
+        &ctx.trust,
+        Some(&ctx.lineage_dir),
         &mut |_, _| {},
     )?;
+    ctx.reopen_lineage()?;
     outln!(
         "  trained {} iterations in {:.1} s, final loss {:.3}",
         summary.iterations,
@@ -665,10 +677,11 @@ pub fn demo_stage(ctx: &mut super::demo::DemoContext) -> anyhow::Result<()> {
     outln!("  gates: {}", gate_line(&summary.counts));
     outln!(
         "  lineage: {} training records appended (train.start, train.iteration x{}, train.complete)",
-        ctx.lineage.len() - before,
+        ctx.lineage()?.len() - before,
         summary.iterations
     );
-    let records = ctx.lineage.read_range(before..ctx.lineage.len())?;
+    let lineage = ctx.lineage()?;
+    let records = lineage.read_range(before..lineage.len())?;
     if let Some(eval) = records
         .iter()
         .rev()
