@@ -405,9 +405,6 @@ fn lock_out_dir(out_dir: &Path) -> Result<OutLock, CorpusError> {
         .write(true)
         .open(&lock_path)
         .map_err(|e| CorpusError::io(&lock_path, e))?;
-    // `File::try_lock` is Rust 1.89 (the toolchain is newer); the workspace's `rust-version`
-    // still says 1.85 until it is raised for the lineage store's lock, which uses it too.
-    #[allow(clippy::incompatible_msrv)]
     let locked = file.try_lock();
     match locked {
         Ok(()) => Ok(OutLock(file)),

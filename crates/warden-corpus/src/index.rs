@@ -123,7 +123,7 @@ impl SampleIndex {
             return Err("not a sample index (bad magic)".into());
         }
         let body = &bytes[8..];
-        if body.len() % ENTRY_SIZE != 0 {
+        if !body.len().is_multiple_of(ENTRY_SIZE) {
             return Err(format!(
                 "truncated: {} bytes is not a whole number of entries",
                 body.len()

@@ -110,7 +110,7 @@ pub fn luhn_valid(digits: &[u8]) -> bool {
         }
         sum += v;
     }
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 /// 13 to 19 digits, optionally grouped by single spaces or dashes, passing the Luhn check.

@@ -457,7 +457,7 @@ pub fn write(out_dir: &Path, options: &SynthOptions) -> Result<SynthSummary, Cor
         prose.put(&prose_paragraph(&mut rng))?;
         prose.put("\n\n")?;
         n += 1;
-        if n % every == 0 {
+        if n.is_multiple_of(every) {
             if let Some(c) = next_canary.next() {
                 prose.put(&canary_paragraph(&mut rng, &canaries[c].secret))?;
                 prose.put("\n\n")?;

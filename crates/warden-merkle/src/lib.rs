@@ -105,7 +105,7 @@ impl MerkleTree {
         }
         self.levels[0].push(leaf);
         let mut height = 0;
-        while self.levels[height].len() % 2 == 0 {
+        while self.levels[height].len().is_multiple_of(2) {
             let level = &self.levels[height];
             let parent = node_hash(&level[level.len() - 2], &level[level.len() - 1]);
             if self.levels.len() == height + 1 {
@@ -165,7 +165,7 @@ impl MerkleTree {
         if n == 0 {
             return empty_root();
         }
-        if n.is_power_of_two() && start % n == 0 {
+        if n.is_power_of_two() && start.is_multiple_of(n) {
             let height = n.trailing_zeros() as usize;
             return self.levels[height][(start >> height) as usize];
         }

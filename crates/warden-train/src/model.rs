@@ -42,7 +42,7 @@ impl ModelConfig {
                 ));
             }
         }
-        if self.width % self.heads != 0 {
+        if !self.width.is_multiple_of(self.heads) {
             return Err(TrainError::field(
                 "model.heads",
                 format!(

@@ -603,7 +603,10 @@ fn drive(
     }
     // A run checkpoint at the last iteration, so extending the run (`resume --steps`) starts
     // here instead of replaying the iterations after the last periodic checkpoint.
-    if trainer.iteration() % trainer.policy().source.checkpoint_every != 0 {
+    if !trainer
+        .iteration()
+        .is_multiple_of(trainer.policy().source.checkpoint_every)
+    {
         trainer.checkpoint()?;
     }
     // Seal everything, then write the model and the manifest naming that lineage point.

@@ -1070,7 +1070,7 @@ impl Trainer {
         self.counts.regions_rejected += decision.verdict_counts.2;
         self.iteration = iteration;
         self.last_loss = Some(loss);
-        if iteration % self.policy.source.checkpoint_every == 0 {
+        if iteration.is_multiple_of(self.policy.source.checkpoint_every) {
             self.checkpoint()?;
         }
         self.lineage_cadence(iteration, sink)
@@ -1080,7 +1080,9 @@ impl Trainer {
     fn lineage_cadence(&self, iteration: u64, sink: &mut dyn RecordSink) -> Result<(), TrainError> {
         match self.policy.source.lineage {
             LineageCadence::Step => sink.checkpoint(),
-            LineageCadence::Window { steps } if iteration % steps == 0 => sink.checkpoint(),
+            LineageCadence::Window { steps } if iteration.is_multiple_of(steps) => {
+                sink.checkpoint()
+            }
             LineageCadence::Window { .. } => Ok(()),
         }
     }
@@ -1091,7 +1093,7 @@ impl Trainer {
         let Some(request) = self.config.eval.clone() else {
             return Ok(Value::Null);
         };
-        if iteration % request.every != 0 {
+        if !iteration.is_multiple_of(request.every) {
             return Ok(Value::Null);
         }
         let verdict = self.gates().evaluation(&request, iteration, self.last_eval);

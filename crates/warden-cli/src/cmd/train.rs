@@ -345,7 +345,7 @@ fn bench_config(
     learning_rate: f64,
     memorization: Option<(usize, usize)>,
 ) -> anyhow::Result<TrainConfig> {
-    let heads = if width % 4 == 0 { 4 } else { 1 };
+    let heads = if width.is_multiple_of(4) { 4 } else { 1 };
     let memorization = memorization.map_or(String::new(), |(ngram, window)| {
         format!(
             "[policy.memorization]\nngram = {ngram}\nwindow = {window}\nthreshold = 0.0\naction = \"reject\"\n"
