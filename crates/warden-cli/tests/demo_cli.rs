@@ -7,8 +7,11 @@ use std::process::Command;
 fn demo_runs_the_pipeline_and_its_lineage_verifies() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("demo");
+    // A relative --dir, as the README runs it (regression: the training config written with a
+    // path relative to the working directory instead of absolute).
     let out = Command::new(env!("CARGO_BIN_EXE_warden"))
-        .args(["demo", "--dir", dir.to_str().unwrap()])
+        .current_dir(tmp.path())
+        .args(["demo", "--dir", "demo"])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);

@@ -112,8 +112,13 @@ fn prepare_dir(dir: &Path) -> anyhow::Result<()> {
 
 pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     let started = Instant::now();
-    let dir = args.dir;
-    prepare_dir(&dir)?;
+    prepare_dir(&args.dir)?;
+    // Absolute from here on: paths written into files (the training config's corpus) must not
+    // depend on the working directory.
+    let dir = args
+        .dir
+        .canonicalize()
+        .with_context(|| args.dir.display().to_string())?;
     outln!("warden demo in {}", dir.display());
 
     let mut ctx = lineage_stage(&dir)?;
