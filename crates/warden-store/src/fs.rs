@@ -17,18 +17,7 @@ fn io_err(path: &Path, source: std::io::Error) -> StoreError {
 }
 
 fn write_atomically(path: &Path, bytes: &[u8], private: bool) -> Result<(), StoreError> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| io_err(path, std::io::Error::other("path has no file name")))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        file_name.to_string_lossy(),
-        std::process::id()
-    ));
+    let tmp = temp_path_for(path)?;
     let mut options = OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
@@ -36,19 +25,18 @@ fn write_atomically(path: &Path, bytes: &[u8], private: bool) -> Result<(), Stor
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(if private { 0o600 } else { 0o644 });
     }
-    let result = (|| {
-        let mut file = options.open(&tmp)?;
+    let written = options.open(&tmp).and_then(|mut file| {
         file.write_all(bytes)?;
-        file.sync_all()?;
-        drop(file);
-        fs::rename(&tmp, path)?;
-        // The rename is durable only once the directory entry is.
-        File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+        Ok(file)
+    });
+    match written {
+        // The one commit step every atomic write shares: fsync, rename, fsync the directory.
+        Ok(file) => commit_temp_file(file, &tmp, path),
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            Err(io_err(path, e))
+        }
     }
-    result.map_err(|e| io_err(path, e))
 }
 
 /// The path of the temporary file (or directory) beside `target` that an atomic write builds
@@ -76,10 +64,7 @@ fn parent_or_dot(path: &Path) -> &Path {
 /// power cut. Works for a directory too (`to` absent or an empty directory).
 pub fn rename_durably(from: &Path, to: &Path) -> Result<(), StoreError> {
     fs::rename(from, to).map_err(|e| io_err(to, e))?;
-    let dir = parent_or_dot(to);
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| io_err(dir, e))
+    sync_dir(parent_or_dot(to))
 }
 
 /// The last step of a streamed atomic write (callers that write large files through their own
