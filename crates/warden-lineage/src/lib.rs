@@ -23,7 +23,7 @@ pub use record::{
     EnvelopeView, Record, RecordDraft, RecordError, SignedRecord,
 };
 pub use verify::{
-    LineageVerifier, PinFault, PinnedConsistency, RecordFault, Unauthenticated, UnsealedTail,
-    VerifiedLineage, VerifyError,
+    check_signature, check_signer, LineageVerifier, PinFault, PinnedConsistency, RecordFault,
+    Unauthenticated, UnsealedTail, VerifiedLineage, VerifyError,
 };
 pub use warden_merkle::Hash;

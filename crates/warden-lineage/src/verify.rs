@@ -281,31 +281,9 @@ impl<'t> LineageVerifier<'t> {
         if view.prev != self.prev {
             return Err(fail(RecordFault::BrokenChain));
         }
-        if let Some(required) = required_role(view.kind) {
-            if view.role != required {
-                return Err(fail(RecordFault::WrongRole {
-                    kind: view.kind.to_string(),
-                    required: required.to_string(),
-                    found: view.role.to_string(),
-                }));
-            }
-        }
-        let signer = view.signer();
-        if !self.trust.roles_of(&signer).contains(&view.role) {
-            return Err(fail(RecordFault::UntrustedKey {
-                key: signer.to_string(),
-                role: view.role.to_string(),
-            }));
-        }
+        let signer = check_signer(&view, self.trust).map_err(fail)?;
         match signature {
-            Some(sig) => self
-                .trust
-                .verify(&signer, view.role, &signing_message(body), &sig)
-                .map_err(|_| {
-                    fail(RecordFault::BadSignature {
-                        key: signer.to_string(),
-                    })
-                })?,
+            Some(sig) => check_signature(&view, body, &sig, self.trust).map_err(fail)?,
             None => {
                 self.pending
                     .entry(signer.clone())
@@ -543,6 +521,45 @@ fn pin_error(pinned: &SignedCheckpoint, fault: PinFault) -> VerifyError {
         root: hex::encode(pinned.checkpoint.root),
         fault,
     }
+}
+
+/// The signer checks every reader of records makes (the verifier, and the store before it
+/// seals a tail it did not write): the kind's prefix fixes the role (`corpus.*` by the corpus
+/// authority, …) and the trust file must list the signer for that role. Returns the signer.
+pub fn check_signer(view: &EnvelopeView<'_>, trust: &TrustStore) -> Result<KeyRef, RecordFault> {
+    if let Some(required) = required_role(view.kind) {
+        if view.role != required {
+            return Err(RecordFault::WrongRole {
+                kind: view.kind.to_string(),
+                required: required.to_string(),
+                found: view.role.to_string(),
+            });
+        }
+    }
+    let signer = view.signer();
+    if !trust.roles_of(&signer).contains(&view.role) {
+        return Err(RecordFault::UntrustedKey {
+            key: signer.to_string(),
+            role: view.role.to_string(),
+        });
+    }
+    Ok(signer)
+}
+
+/// A per-record signature: [`check_signer`], then Ed25519 over the record's signing message
+/// through the trust store for the record's role.
+pub fn check_signature(
+    view: &EnvelopeView<'_>,
+    body: &[u8],
+    signature: &warden_keys::Signature,
+    trust: &TrustStore,
+) -> Result<(), RecordFault> {
+    let signer = check_signer(view, trust)?;
+    trust
+        .verify(&signer, view.role, &signing_message(body), signature)
+        .map_err(|_| RecordFault::BadSignature {
+            key: signer.to_string(),
+        })
 }
 
 #[cfg(test)]

@@ -45,9 +45,9 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use warden_keys::{KeyError, KeyRef, SigningKey, TrustStore};
 use warden_lineage::{
-    decode_entry, encode_entry, required_role, signing_message, Checkpoint, EnvelopeView,
-    LineageVerifier, Record, RecordDraft, RecordError, RecordFault, SignedCheckpoint, SignedRecord,
-    UnsealedTail, VerifiedLineage, VerifyError,
+    decode_entry, encode_entry, signing_message, Checkpoint, EnvelopeView, LineageVerifier, Record,
+    RecordDraft, RecordError, RecordFault, SignedCheckpoint, SignedRecord, UnsealedTail,
+    VerifiedLineage, VerifyError,
 };
 use warden_merkle::{CompactTree, Hash, MerkleError, MerkleTree};
 
@@ -916,29 +916,8 @@ fn check_record(
                 "no trust store was given to check its signature".into(),
             )));
         };
-        if let Some(required) = required_role(view.kind) {
-            if view.role != required {
-                return Err(fail(RecordFault::WrongRole {
-                    kind: view.kind.to_string(),
-                    required: required.to_string(),
-                    found: view.role.to_string(),
-                }));
-            }
-        }
-        let signer = view.signer();
-        if trust.trusted_for(&signer, view.role).is_err() {
-            return Err(fail(RecordFault::UntrustedKey {
-                key: signer.to_string(),
-                role: view.role.to_string(),
-            }));
-        }
-        trust
-            .verify(&signer, view.role, &signing_message(body), &signature)
-            .map_err(|_| {
-                fail(RecordFault::BadSignature {
-                    key: signer.to_string(),
-                })
-            })?;
+        // The same checks the verifier makes (one place decides what authenticates a record).
+        warden_lineage::check_signature(&view, body, &signature, trust).map_err(fail)?;
     }
     Ok(warden_merkle::leaf_hash(body))
 }
