@@ -181,29 +181,7 @@ impl<'a> EnvelopeView<'a> {
         })?;
         let signer_name = r.text()?;
         let signer_id = r.text()?;
-        // The signer is a key name and the key id as keys write it (8 lowercase hex digits).
-        // The JSON form and key lookups join them as `name+id`: a `+` in either, or another
-        // spelling of the id, would decode to a different record (found by fuzzing).
-        if signer_name.is_empty()
-            || signer_name
-                .chars()
-                .any(|c| c == '+' || c.is_whitespace() || c.is_control())
-        {
-            return Err(RecordError::Field {
-                field: "signer name",
-                reason: format!("`{signer_name}` is not a key name"),
-            });
-        }
-        if signer_id.len() != 8
-            || !signer_id
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        {
-            return Err(RecordError::Field {
-                field: "signer id",
-                reason: format!("`{signer_id}` is not 8 lowercase hex digits"),
-            });
-        }
+        check_signer_fields(signer_name, signer_id)?;
         let policy_version = r.optional_text()?;
         let prev_bytes = r.bytes()?;
         let prev: Hash = prev_bytes.try_into().map_err(|_| RecordError::Field {
@@ -341,6 +319,7 @@ impl SignedRecord {
         let (name, id) = signer_text
             .rsplit_once('+')
             .ok_or_else(|| RecordError::Json(format!("signer `{signer_text}` is not name+id")))?;
+        check_signer_fields(name, id)?;
         let prev_hex = text("prev")?;
         let prev: Hash = hex::decode(prev_hex)
             .ok()
@@ -434,6 +413,34 @@ pub fn encode_entry(out: &mut Vec<u8>, body: &[u8], signature: Option<&Signature
         Some(sig) => cbor::write_bytes(out, &sig.0),
         None => cbor::write_null(out),
     }
+}
+
+/// The signer is a key name and the key id as keys write it (8 lowercase hex digits). The JSON
+/// form and key lookups join them as `name+id`: a `+` in either, or another spelling of the id,
+/// would decode to a different record (found by fuzzing). Both decoders (CBOR and JSON) apply
+/// this one rule, so a record one accepts the other accepts too.
+fn check_signer_fields(signer_name: &str, signer_id: &str) -> Result<(), RecordError> {
+    if signer_name.is_empty()
+        || signer_name
+            .chars()
+            .any(|c| c == '+' || c.is_whitespace() || c.is_control())
+    {
+        return Err(RecordError::Field {
+            field: "signer name",
+            reason: format!("`{signer_name}` is not a key name"),
+        });
+    }
+    if signer_id.len() != 8
+        || !signer_id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return Err(RecordError::Field {
+            field: "signer id",
+            reason: format!("`{signer_id}` is not 8 lowercase hex digits"),
+        });
+    }
+    Ok(())
 }
 
 /// Splits an entry into its body bytes and signature.

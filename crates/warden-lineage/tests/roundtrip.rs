@@ -164,3 +164,37 @@ fn a_signer_that_no_key_can_have_is_refused_by_the_decoder() {
         );
     }
 }
+
+/// Regression (found by fuzzing `lineage_json`): the JSON decoder accepted a signer name with a
+/// `+` (`"signer": "demo.training-a+uthority+xxxxxxxx"` splits at the last `+`), so a JSON
+/// record decoded to a body the strict CBOR decoder refuses. Both decoders apply one rule now.
+#[test]
+fn the_json_decoder_refuses_every_signer_the_cbor_decoder_refuses() {
+    let key = signer();
+    let good = Record {
+        seq: 0,
+        kind: "key".into(),
+        time_ms: 1,
+        role: Role::CorpusAuthority,
+        signer: key.key_ref(),
+        policy_version: None,
+        prev: [0; 32],
+        payload: serde_json::json!({"event": "introduced"}),
+    };
+    let json = SignedRecord::seal(good, &key, true).unwrap().to_json();
+    assert!(SignedRecord::from_json(&json).is_ok());
+    for signer in [
+        "demo.training-a+uthority+5c13467d",
+        "demo.corpus-authority+5C13467D",
+        "demo.corpus-authority+5c1346",
+        "+5c13467d",
+    ] {
+        let mut bad = json.clone();
+        bad["signer"] = serde_json::Value::String(signer.into());
+        // As in the fuzzer's input: without `leaf_hash` nothing else catches the signer.
+        bad.as_object_mut().unwrap().remove("leaf_hash");
+        let err = SignedRecord::from_json(&bad)
+            .expect_err("a signer the CBOR decoder refuses must be refused from JSON too");
+        assert!(err.to_string().contains("signer"), "{signer}: {err}");
+    }
+}
