@@ -24,6 +24,6 @@ pub use record::{
 };
 pub use verify::{
     check_signature, check_signer, LineageVerifier, PinFault, PinnedConsistency, RecordFault,
-    Unauthenticated, UnsealedTail, VerifiedLineage, VerifyError,
+    TrustedSigner, Unauthenticated, UnsealedTail, VerifiedLineage, VerifyError,
 };
 pub use warden_merkle::Hash;

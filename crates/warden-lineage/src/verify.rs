@@ -283,10 +283,10 @@ impl<'t> LineageVerifier<'t> {
         }
         let signer = check_signer(&view, self.trust).map_err(fail)?;
         match signature {
-            Some(sig) => check_signature(&view, body, &sig, self.trust).map_err(fail)?,
+            Some(sig) => check_signature(&view, &signer, body, &sig, self.trust).map_err(fail)?,
             None => {
                 self.pending
-                    .entry(signer.clone())
+                    .entry(signer.key().clone())
                     .or_insert_with(|| (index, view.kind.to_string()));
                 match &mut self.unsigned {
                     Some(run) => {
@@ -310,7 +310,7 @@ impl<'t> LineageVerifier<'t> {
         self.window_roles.insert(view.role);
         self.log_roles.insert(view.role);
         *self.kinds.entry(view.kind.to_string()).or_default() += 1;
-        self.signers.insert(signer.to_string());
+        self.signers.insert(signer.key().to_string());
         if let Some(pin) = &mut self.pin {
             if pin.checkpoint.checkpoint.size == self.tree.len() {
                 pin.root_in_log = Some(self.tree.root());
@@ -525,8 +525,12 @@ fn pin_error(pinned: &SignedCheckpoint, fault: PinFault) -> VerifyError {
 
 /// The signer checks every reader of records makes (the verifier, and the store before it
 /// seals a tail it did not write): the kind's prefix fixes the role (`corpus.*` by the corpus
-/// authority, …) and the trust file must list the signer for that role. Returns the signer.
-pub fn check_signer(view: &EnvelopeView<'_>, trust: &TrustStore) -> Result<KeyRef, RecordFault> {
+/// authority, …) and the trust file must list the signer for that role. Returns the signer as
+/// a [`TrustedSigner`], which only this function makes.
+pub fn check_signer(
+    view: &EnvelopeView<'_>,
+    trust: &TrustStore,
+) -> Result<TrustedSigner, RecordFault> {
     if let Some(required) = required_role(view.kind) {
         if view.role != required {
             return Err(RecordFault::WrongRole {
@@ -543,22 +547,33 @@ pub fn check_signer(view: &EnvelopeView<'_>, trust: &TrustStore) -> Result<KeyRe
             role: view.role.to_string(),
         });
     }
-    Ok(signer)
+    Ok(TrustedSigner(signer))
 }
 
-/// A per-record signature: [`check_signer`], then Ed25519 over the record's signing message
-/// through the trust store for the record's role.
+/// A record's signer that passed [`check_signer`] (kind, role and trust file agree).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrustedSigner(KeyRef);
+
+impl TrustedSigner {
+    pub fn key(&self) -> &KeyRef {
+        &self.0
+    }
+}
+
+/// A per-record signature by a signer [`check_signer`] accepted: Ed25519 over the record's
+/// signing message through the trust store for the record's role. (Taking the checked signer
+/// keeps the role checks out of the per-record path a second time.)
 pub fn check_signature(
     view: &EnvelopeView<'_>,
+    signer: &TrustedSigner,
     body: &[u8],
     signature: &warden_keys::Signature,
     trust: &TrustStore,
 ) -> Result<(), RecordFault> {
-    let signer = check_signer(view, trust)?;
     trust
-        .verify(&signer, view.role, &signing_message(body), signature)
+        .verify(&signer.0, view.role, &signing_message(body), signature)
         .map_err(|_| RecordFault::BadSignature {
-            key: signer.to_string(),
+            key: signer.0.to_string(),
         })
 }
 

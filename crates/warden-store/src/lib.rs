@@ -917,7 +917,8 @@ fn check_record(
             )));
         };
         // The same checks the verifier makes (one place decides what authenticates a record).
-        warden_lineage::check_signature(&view, body, &signature, trust).map_err(fail)?;
+        let signer = warden_lineage::check_signer(&view, trust).map_err(fail)?;
+        warden_lineage::check_signature(&view, &signer, body, &signature, trust).map_err(fail)?;
     }
     Ok(warden_merkle::leaf_hash(body))
 }
