@@ -959,6 +959,7 @@ fn scan_for_append(
     // Pass 1 over the checkpoints: the last one, and whether the file ends torn.
     let mut notes = open_notes()?;
     let mut last_checkpoint: Option<(u64, Hash, u64)> = None;
+    let mut last_note: Option<Note> = None;
     let mut checkpoint_torn = None;
     let mut checkpoints = start.checkpoint_index;
     loop {
@@ -979,6 +980,7 @@ fn scan_for_append(
                 }
                 last_checkpoint = Some((note.size, note.root, note.offset));
                 checkpoints += 1;
+                last_note = Some(note);
             }
             Some(Err((FrameFault::Torn { .. }, _))) => {
                 checkpoint_torn = Some(notes.reader.file_len());
@@ -986,6 +988,30 @@ fn scan_for_append(
             }
             Some(Err((_, error))) => return Err(damaged(error)),
         }
+    }
+    // The last checkpoint decides which records count as sealed: a note nobody signed (added
+    // by someone who can write the files, with records under it) must not make this writer
+    // seal those records under its own signature next. Every signature line must be valid and
+    // by a key the trust file lists. Earlier notes need no check here: pass 2 recomputes the
+    // tree and each checkpoint's root, so the last (authentic) note vouches for all of them.
+    if let (Some(trust), Some(note)) = (trust, &last_note) {
+        let signed = SignedCheckpoint::parse(&note.text).map_err(|e| {
+            damaged(VerifyError::Checkpoint {
+                index: note.index,
+                size: Some(note.size),
+                fault: warden_lineage::CheckpointFault::Malformed(e.0),
+            })
+        })?;
+        let any_role = std::collections::BTreeSet::from(warden_keys::Role::ALL);
+        signed
+            .verify_signatures(trust, &any_role)
+            .map_err(|fault| {
+                damaged(VerifyError::Checkpoint {
+                    index: note.index,
+                    size: Some(note.size),
+                    fault,
+                })
+            })?;
     }
     let checkpoint_end = notes.offset();
     let sealed = last_checkpoint.map_or(0, |(size, _, _)| size);

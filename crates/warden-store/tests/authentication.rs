@@ -531,3 +531,51 @@ fn a_checkpoint_co_signed_by_a_key_of_an_unrelated_role_is_refused() {
         )
     );
 }
+
+/// Regression: opening for append took the last checkpoint note on trust. A record forged
+/// under the training key's name (no key needed: records in a window are unsigned), sealed by
+/// a checkpoint note that nobody trusted signed, was accepted as sealed — and the writer's next
+/// checkpoint would then have sealed the forgery under the real training key. Opening must
+/// verify the note that decides what is sealed, and change nothing when it refuses.
+#[test]
+fn opening_refuses_records_sealed_by_a_checkpoint_nobody_trusted_signed() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = keys();
+    build(dir.path(), &keys, 10, window());
+    let mut all = entries(dir.path());
+    let prev = leaf(all.last().unwrap());
+    all.push(forged_entry(10, "train.iteration", &keys.training, prev));
+    write_segment(dir.path(), &all);
+    let mut tree = warden_merkle::MerkleTree::new();
+    for e in &all {
+        tree.push(leaf(e));
+    }
+    let attacker = SigningKey::from_seed(Role::TrainingAuthority, "training", &[99; 32]).unwrap();
+    let forged_note = warden_lineage::Checkpoint {
+        origin: ORIGIN.into(),
+        size: 11,
+        root: tree.root(),
+    }
+    .sign([&attacker])
+    .to_note();
+    let mut notes = notes(dir.path());
+    notes.push(forged_note);
+    write_notes(dir.path(), &notes);
+    let segment_before = std::fs::read(segment(dir.path())).unwrap();
+
+    let err = Lineage::open_with(
+        dir.path(),
+        Some(StoreOptions::new(ORIGIN).with_trust(Arc::new(keys.trust.clone()))),
+    )
+    .map(|_| ())
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("checkpoint 2 (tree size 11)"), "{err}");
+    assert!(
+        err.contains("does not list") || err.contains("signature"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(segment(dir.path())).unwrap(), segment_before);
+    // The verifier agrees: the note is not authentic.
+    assert!(verify(dir.path(), &keys.trust, &VerifyOptions::default()).is_err());
+}
