@@ -2,6 +2,8 @@
 //! definition of the network) and llama-family GGUF models, behind one incremental interface the
 //! governed decode loop drives.
 
+pub mod gguf;
+
 /// Errors from building, loading or running a model.
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
@@ -9,6 +11,11 @@ pub enum ModelError {
     Candle(#[from] candle_core::Error),
     #[error("{0}")]
     Invalid(String),
+    #[error("{path}: {reason}")]
+    Gguf {
+        path: std::path::PathBuf,
+        reason: String,
+    },
 }
 
 /// What the decode loop needs from a model, whatever its architecture: the text of every token,
