@@ -1,7 +1,8 @@
 //! Greedy generation from a GGUF model, for measuring it: `gguf_generate PATH PROMPT N` wraps
 //! PROMPT as one user message in the model's chat template, generates up to N tokens greedily
 //! through the KV cache and prints the text and tokens/s. `gguf_generate PATH TEXT --encode`
-//! prints the token ids of TEXT (no template) and each token's bytes instead.
+//! prints the token ids of TEXT (no template) and each token's bytes instead; `--raw` after N
+//! generates from PROMPT as plain text, without the template.
 
 use std::error::Error;
 use std::path::PathBuf;
@@ -12,11 +13,15 @@ use warden_model::LanguageModel;
 
 fn main() -> Result<(), Box<dyn Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let (path, text, third) = match args.as_slice() {
-        [path, text, third] => (PathBuf::from(path), text.as_str(), third.as_str()),
+    let (path, text, third, raw) = match args.as_slice() {
+        [path, text, third] => (PathBuf::from(path), text.as_str(), third.as_str(), false),
+        [path, text, third, flag] if flag == "--raw" => {
+            (PathBuf::from(path), text.as_str(), third.as_str(), true)
+        }
         _ => {
             return Err(
-                "usage: gguf_generate PATH PROMPT N | gguf_generate PATH TEXT --encode".into(),
+                "usage: gguf_generate PATH PROMPT N [--raw] | gguf_generate PATH TEXT --encode"
+                    .into(),
             )
         }
     };
@@ -41,8 +46,11 @@ fn main() -> Result<(), Box<dyn Error>> {
     }
 
     let max_tokens: usize = third.parse()?;
-    let prompt = model.chat_prompt(&[("user", text)])?;
-    let prompt_ids = model.encode(&prompt)?;
+    let prompt_ids = if raw {
+        model.encode(text)?
+    } else {
+        model.chat_prompt_ids(&[("user", text)])?
+    };
     let prefill_started = Instant::now();
     let mut logits = model.start(&prompt_ids)?;
     let prefill = prefill_started.elapsed();
