@@ -3,6 +3,7 @@
 //! governed decode loop drives.
 
 pub mod gpt;
+pub mod gguf;
 
 /// Errors from building, loading or running a model.
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +19,11 @@ pub enum ModelError {
     /// Parameters that do not fit the configuration (names the tensor).
     #[error("model parameters: {0}")]
     Parameters(String),
+    #[error("{path}: {reason}")]
+    Gguf {
+        path: std::path::PathBuf,
+        reason: String,
+    },
 }
 
 /// What the decode loop needs from a model, whatever its architecture: the text of every token,
