@@ -248,19 +248,25 @@ impl CandidateOrder {
         None
     }
 
-    /// The first `limit + 1` tokens in greedy order (enough for any step: at most `limit`
-    /// candidates are returned, some of which may have been drawn already).
+    /// The first `2 * limit + 1` tokens in greedy order (enough for any step: at most `limit`
+    /// candidates are returned, some of which may have been drawn already), in one pass with a
+    /// small sorted buffer: most tokens cost one comparison against the buffer's last entry.
     fn build_ranking(&mut self, logits: &[f32]) {
+        let keep = (2 * self.limit + 1).min(logits.len());
         self.ranked.clear();
-        self.ranked.extend(0..logits.len() as u32);
-        let keep = (2 * self.limit + 1).min(self.ranked.len());
-        if keep < self.ranked.len() && keep > 0 {
-            self.ranked
-                .select_nth_unstable_by(keep - 1, |a, b| ranks_before(logits, *a, *b));
-            self.ranked.truncate(keep);
+        for id in 0..logits.len() as u32 {
+            if self.ranked.len() == keep {
+                let last = self.ranked[keep - 1];
+                if ranks_before(logits, id, last) != std::cmp::Ordering::Less {
+                    continue;
+                }
+                self.ranked.pop();
+            }
+            let at = self.ranked.partition_point(|&other| {
+                ranks_before(logits, other, id) == std::cmp::Ordering::Less
+            });
+            self.ranked.insert(at, id);
         }
-        self.ranked
-            .sort_unstable_by(|a, b| ranks_before(logits, *a, *b));
         self.ranked_built = true;
         self.ranked_pos = 0;
     }
@@ -282,6 +288,21 @@ mod tests {
         assert_eq!(all(&mut order, &logits), vec![5, 1, 3, 0]);
         let mut order = CandidateOrder::new(Sampler::Greedy, 10);
         assert_eq!(all(&mut order, &logits), vec![5, 1, 3, 0, 4, 2]);
+    }
+
+    #[test]
+    fn the_lazy_greedy_ranking_equals_a_full_sort() {
+        // Many ties and NaNs: the ranking must follow (logit desc, id asc) exactly.
+        let logits: Vec<f32> = (0..5000u32)
+            .map(|i| match i % 97 {
+                0 => f32::NAN,
+                r => ((i.wrapping_mul(2654435761) >> 7) % 50) as f32 + (r % 3) as f32 * 0.5,
+            })
+            .collect();
+        let mut expected: Vec<u32> = (0..logits.len() as u32).collect();
+        expected.sort_by(|a, b| ranks_before(&logits, *a, *b));
+        let mut order = CandidateOrder::new(Sampler::Greedy, 20);
+        assert_eq!(all(&mut order, &logits), expected[..20].to_vec());
     }
 
     #[test]

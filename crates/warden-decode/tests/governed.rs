@@ -58,7 +58,7 @@ impl ScriptModel {
             .map(|w| format!(" {w}").into_bytes())
             .collect();
         for w in words {
-            if !tokens.contains(&w.clone().into_bytes()) {
+            if !tokens.iter().any(|t| t == w.as_bytes()) {
                 tokens.push(w.into_bytes());
             }
         }
