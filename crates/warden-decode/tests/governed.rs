@@ -601,3 +601,42 @@ fn the_call_record_hashes_the_texts_and_carries_the_summary() {
     let with_text = call_record("it was", &g, true);
     assert_eq!(with_text.output.as_deref(), Some(g.text.as_str()));
 }
+
+/// Measurement, not a check (tests never assert wall-clock time): governance time per token on a
+/// 49,152-token vocabulary with a verbatim bound that intervenes, a deny index and the PII
+/// flaggers. `cargo test --release -p warden-decode --test governed -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn measure_governance_time_per_token() {
+    let names: Vec<String> = (0..49_000).map(|i| format!(" w{i}")).collect();
+    let extra: Vec<&str> = names.iter().map(String::as_str).collect();
+    let bundle = admitted(
+        &format!("{BOOKS_VOCAB}\n\"output.classes\" = {{ set = [\"pii\", \"secret\"] }}"),
+        "[[predicate]]\nid = \"memorization.books\"\ncategory = \"safety\"\nrequire = \"output.verbatim.books <= 12\"\n[[predicate]]\nid = \"safety.no-pii\"\ncategory = \"safety\"\nrequire = \"not (output.classes contains 'pii')\"\n[[predicate]]\nid = \"safety.no-secret\"\ncategory = \"safety\"\nrequire = \"not (output.classes contains 'secret')\"\n",
+    );
+    let mut detectors = books_detectors();
+    detectors.deny.insert("secret".into(), index_of(SECRET));
+    detectors.flaggers = Some(FlaggerConfig {
+        phone: true,
+        card: true,
+        ..email_only()
+    });
+    let governor = Governor::new(bundle, detectors, None).unwrap();
+    let mut model = ScriptModel::new(&extra).script_words(BOOKS, false);
+    println!("vocabulary {}", model.vocab_size());
+    let g = governor.generate(&mut model, "it", &request(2000)).unwrap();
+    let timing = g.summary.timing.unwrap();
+    let mut steps = g.step_governance_ns.clone();
+    steps.sort_unstable();
+    let p99 = steps[steps.len() * 99 / 100];
+    println!(
+        "tokens {} interventions {} | governance per token: mean {} ns, p99 {} ns | parts (total ns): fingerprints {}, flaggers {}, evaluate {}",
+        g.tokens.len(),
+        g.summary.interventions.len(),
+        timing.per_token_ns,
+        p99,
+        timing.fingerprint_ns,
+        timing.flagger_ns,
+        timing.evaluate_ns
+    );
+}
