@@ -254,8 +254,13 @@ impl CandidateOrder {
     fn build_ranking(&mut self, logits: &[f32]) {
         let keep = (2 * self.limit + 1).min(logits.len());
         self.ranked.clear();
+        let mut threshold = f32::NEG_INFINITY;
         for id in 0..logits.len() as u32 {
             if self.ranked.len() == keep {
+                // Fast path: a plain float comparison against the buffer's last logit.
+                if key(logits[id as usize]) < threshold {
+                    continue;
+                }
                 let last = self.ranked[keep - 1];
                 if ranks_before(logits, id, last) != std::cmp::Ordering::Less {
                     continue;
@@ -266,6 +271,9 @@ impl CandidateOrder {
                 ranks_before(logits, other, id) == std::cmp::Ordering::Less
             });
             self.ranked.insert(at, id);
+            if self.ranked.len() == keep {
+                threshold = key(logits[self.ranked[keep - 1] as usize]);
+            }
         }
         self.ranked_built = true;
         self.ranked_pos = 0;
