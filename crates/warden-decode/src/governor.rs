@@ -22,22 +22,9 @@ pub const FLAGGER_TAIL_BYTES: usize = 320;
 /// Default bound on candidates judged per step.
 const DEFAULT_MAX_TRIES: usize = 32;
 
-/// The attribute bounding verbatim reproduction of `class`: `output.verbatim.<class>`, with
-/// characters outside `[A-Za-z0-9_.]` replaced by `_`.
-// merge: use warden_policy::derive::verbatim_attribute
-pub fn verbatim_attribute(class: &str) -> String {
-    let safe: String = class
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == '.' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    format!("output.verbatim.{safe}")
-}
+/// The attribute bounding verbatim reproduction of `class` (one definition, shared with
+/// `warden policy derive`, so a derived bound always names the attribute the loop computes).
+pub use warden_policy::derive::verbatim_attribute;
 
 /// What the runtime detects with: per-class admitted fingerprint indexes (for
 /// `output.verbatim.<class>`), deny indexes of excluded classes and the corpus flaggers (for
