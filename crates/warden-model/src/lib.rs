@@ -2,8 +2,8 @@
 //! definition of the network) and llama-family GGUF models, behind one incremental interface the
 //! governed decode loop drives.
 
-pub mod gpt;
 pub mod gguf;
+pub mod gpt;
 
 /// Errors from building, loading or running a model.
 #[derive(Debug, thiserror::Error)]
