@@ -493,6 +493,36 @@ fn generate_refuses_a_tampered_model_a_foreign_bundle_and_a_missing_attribute() 
         );
     }
 
+    // A bundle admitted against a Warden manifest is refused for a GGUF model (it has none).
+    warden_model::gguf::testing::write_tiny_gguf(
+        &f.path("tiny.gguf"),
+        &warden_model::gguf::testing::TinySpec {
+            context_length: 256,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let out = f.warden(&[
+        "generate",
+        "--gguf",
+        "tiny.gguf",
+        "--bundle",
+        "bundle",
+        "--trust",
+        "trust.toml",
+        "--prompt",
+        "x",
+        "--set",
+        "caller.tier=gold",
+    ]);
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty());
+    assert!(
+        stderr(&out).contains("was admitted against the Warden manifest sha256:"),
+        "{}",
+        stderr(&out)
+    );
+
     // A bundle using an attribute the runtime cannot compute is refused at load, naming it.
     let sentiment = OPERATOR.replace(
         "\"output.tokens\" = { int = [0, 4096] }",
