@@ -43,6 +43,9 @@ enum Command {
     },
     /// Run governed training (`warden train CONFIG --out RUN_DIR`, `warden train resume RUN_DIR`).
     Train(cmd::train::TrainArgs),
+    /// One governed completion: `warden generate --model RUN_DIR --bundle DIR --trust FILE
+    /// --prompt TEXT` (the continuation alone on stdout, the summary on stderr).
+    Generate(Box<cmd::generate::GenerateArgs>),
     /// Benchmarks that print ratios measured side by side in one run.
     Bench {
         #[command(subcommand)]
@@ -59,6 +62,7 @@ fn main() -> std::process::ExitCode {
         Command::Corpus { command } => cmd::corpus::run(command),
         Command::Policy { command } => cmd::policy::run(command),
         Command::Train(args) => cmd::train::run(args),
+        Command::Generate(args) => cmd::generate::run(*args),
         Command::Bench { what } => cmd::bench::run(what),
     };
     // A closed stdout (`| head`) is not an error of the command: its work is done (see `out`).

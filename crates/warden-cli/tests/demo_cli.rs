@@ -25,6 +25,16 @@ fn demo_runs_the_pipeline_and_its_lineage_verifies() {
         text.contains("== final: verify the whole lineage\nok: "),
         "{text}"
     );
+    // The decoding stage reports each case it set out to show, shown or not (never assumed).
+    assert!(
+        text.contains("\nshown: a call with every token admitted\n"),
+        "{text}"
+    );
+    assert!(text.contains("\nshown: a policy stop\n"), "{text}");
+    assert!(
+        text.contains("shown: a rejected candidate replaced by the next one"),
+        "{text}"
+    );
     let out = Command::new(env!("CARGO_BIN_EXE_warden"))
         .args(["lineage", "verify", dir.join("lineage").to_str().unwrap()])
         .output()
@@ -50,6 +60,7 @@ fn demo_runs_the_pipeline_and_its_lineage_verifies() {
         "train.start",
         "train.iteration",
         "train.complete",
+        "call.generate",
     ] {
         assert!(
             records.iter().any(|r| r.record.kind == kind),
@@ -104,6 +115,36 @@ fn demo_runs_the_pipeline_and_its_lineage_verifies() {
         "{}",
         String::from_utf8_lossy(&start.stderr)
     );
+    // The demo's run and bundle are usable from the command line: a free caller is stopped at
+    // the bundle's 24-token bound.
+    let generated = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .current_dir(tmp.path())
+        .args([
+            "generate",
+            "--model",
+            "demo/train-run",
+            "--bundle",
+            "demo/generate/bundle",
+            "--trust",
+            "demo/trust.toml",
+            "--prompt",
+            "The harbour keeper wrote that the ",
+            "--set",
+            "caller.tier=free",
+            "--max-tokens",
+            "40",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        generated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&generated.stderr)
+    );
+    let object: serde_json::Value = serde_json::from_slice(&generated.stdout).unwrap();
+    assert_eq!(object["stop"], "policy", "{object}");
+    assert_eq!(object["summary"]["tokens"], 24, "{object}");
     // Same config, corpus and seed: the same model, bit for bit.
     assert_eq!(
         std::fs::read(fresh.join("model.safetensors")).unwrap(),

@@ -2,6 +2,7 @@
 //! and chat template the file's own metadata describes, behind [`LanguageModel`].
 
 mod chat;
+pub mod testing;
 mod tokenizer;
 
 use std::fs::File;

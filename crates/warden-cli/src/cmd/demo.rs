@@ -1,7 +1,8 @@
 //! `warden demo`: the whole pipeline on the embedded default, in a fresh directory.
 //!
 //! Stages share one [`DemoContext`]: the keys, the trust file and the ONE lineage every stage
-//! appends to. Order: lineage spine → corpus → policy → training → final verification.
+//! appends to. Order: lineage spine → corpus → policy → training → governed decoding → final
+//! verification.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -58,6 +59,8 @@ pub struct DemoContext {
     pub corpus_dir: Option<PathBuf>,
     /// Set by the corpus stage: the synthetic corpus directory.
     pub synth_dir: Option<PathBuf>,
+    /// Set by the training stage: the run directory (model, manifest).
+    pub run_dir: Option<PathBuf>,
 }
 
 impl DemoContext {
@@ -125,6 +128,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     super::corpus::demo_stage(&mut ctx)?;
     super::policy::demo_stage(&mut ctx)?;
     super::train::demo_stage(&mut ctx)?;
+    super::generate::demo_stage(&mut ctx)?;
 
     heading("final: verify the whole lineage");
     let n_records = ctx.lineage()?.len();
@@ -293,6 +297,7 @@ fn lineage_stage(dir: &Path) -> anyhow::Result<DemoContext> {
         lineage_dir,
         corpus_dir: None,
         synth_dir: None,
+        run_dir: None,
     })
 }
 

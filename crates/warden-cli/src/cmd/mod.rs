@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod corpus;
 pub mod demo;
+pub mod generate;
 pub mod key;
 pub mod lineage;
 pub mod policy;

@@ -668,6 +668,7 @@ pub fn demo_stage(ctx: &mut super::demo::DemoContext) -> anyhow::Result<()> {
         &mut |_, _| {},
     )?;
     ctx.reopen_lineage()?;
+    ctx.run_dir = Some(run_dir.clone());
     outln!(
         "  trained {} iterations in {:.1} s, final loss {:.3}",
         summary.iterations,
