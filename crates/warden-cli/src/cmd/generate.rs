@@ -57,6 +57,7 @@ pub struct GenerateArgs {
     /// Trust file (training, policy and deployment authorities).
     #[arg(long, value_name = "FILE")]
     pub trust: PathBuf,
+    /// The prompt: plain text for --model; one user chat message for --gguf.
     #[arg(long, value_name = "TEXT")]
     pub prompt: String,
     /// Most tokens to emit (exact).
