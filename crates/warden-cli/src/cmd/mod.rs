@@ -6,4 +6,5 @@ pub mod demo;
 pub mod key;
 pub mod lineage;
 pub mod policy;
+pub mod regurgitation;
 pub mod train;
