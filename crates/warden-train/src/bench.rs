@@ -205,74 +205,18 @@ pub struct RegurgitationCorpus {
     pub heldout: Vec<String>,
 }
 
-// The two classes draw from disjoint content vocabularies, as two genres do: a continuation
-// of held-out prose that happens to reproduce eight consecutive lyric words is then a real
-// reproduction, not a coincidence of shared filler words.
+// The two classes draw from disjoint vocabularies, as two genres do: a continuation of held-out
+// prose that reproduces eight consecutive lyric words is then a real reproduction, not a
+// coincidence of shared filler words. The lyric words are short, as real lyrics' are (mostly two
+// to five letters): the inference bound counts fingerprint words, so how many bytes a bounded
+// run spans depends on word length, and the benchmark should see a realistic one.
 const LYRIC_WORDS: &[&str] = &[
-    "velvet",
-    "ember",
-    "cobalt",
-    "whisper",
-    "saffron",
-    "neon",
-    "marble",
-    "thunder",
-    "silver",
-    "midnight",
-    "crimson",
-    "echo",
-    "satin",
-    "fever",
-    "honey",
-    "wildfire",
-    "starlight",
-    "ocean",
-    "shadow",
-    "diamond",
-    "electric",
-    "paper",
-    "moon",
-    "glass",
-    "summer",
-    "broken",
-    "heart",
-    "dancing",
-    "rain",
-    "neverland",
-    "sugar",
-    "highway",
-    "lullaby",
-    "mirror",
-    "tonight",
-    "forever",
-    "ghost",
-    "rebel",
-    "cherry",
-    "skyline",
-    "violet",
-    "gasoline",
-    "heaven",
-    "runaway",
-    "desire",
-    "lonely",
-    "fire",
-    "dream",
-    "baby",
-    "kiss",
-    "stereo",
-    "radio",
-    "sunset",
-    "blue",
-    "wild",
-    "crown",
-    "angel",
-    "storm",
-    "golden",
-    "river",
-    "falling",
-    "hollow",
-    "burning",
-    "paradise",
+    "love", "baby", "night", "heart", "you", "me", "my", "your", "so", "oh", "we", "all", "go",
+    "now", "know", "feel", "way", "down", "home", "fire", "rain", "dance", "dream", "kiss", "hold",
+    "light", "gone", "run", "fly", "cry", "sky", "blue", "gold", "stay", "fall", "wild", "sweet",
+    "again", "never", "alone", "girl", "boy", "yeah", "hey", "slow", "high", "low", "moon", "star",
+    "soul", "true", "lie", "cold", "burn", "shine", "ride", "free", "tears", "young", "lost",
+    "call", "wait", "come", "back",
 ];
 const PROSE_PERSON: &[&str] = &[
     "farmer",
@@ -474,61 +418,6 @@ provenance = {{ origin = "warden bench regurgitation", collected = "2026-12-01",
         memorized = MEMORIZED_CLASS,
         deep = DEEP_CLASS,
     )
-}
-
-/// Loads a run's trained model: `RUN_DIR/config.toml` for the shape, `RUN_DIR/model.safetensors`
-/// for the parameters.
-pub fn load_run_model(run_dir: &Path) -> Result<crate::model::Gpt, TrainError> {
-    let config_path = run_dir.join("config.toml");
-    let text =
-        std::fs::read_to_string(&config_path).map_err(|e| TrainError::io(&config_path, e))?;
-    let config = TrainConfig::parse(&text, &config_path.display().to_string(), run_dir)?;
-    let model_path = run_dir.join("model.safetensors");
-    let bytes = crate::io::read(&model_path)?;
-    let (tensors, _) = crate::io::read_safetensors(&bytes, &model_path.display().to_string())?;
-    Ok(crate::model::Gpt::from_tensors(&config.model, &tensors)?)
-}
-
-/// Greedy continuations of `max_new` bytes for every prompt, each step one full forward over
-/// the last `context` bytes (no cache: this is the plain reference generation). Prompts of the
-/// same length run as one batch.
-pub fn greedy_continuations(
-    model: &crate::model::Gpt,
-    prompts: &[&[u8]],
-    max_new: usize,
-) -> Result<Vec<Vec<u8>>, TrainError> {
-    use candle_core::{Device, Tensor};
-    let context = model.config.context;
-    let mut outputs = vec![Vec::with_capacity(max_new); prompts.len()];
-    let mut by_len: std::collections::BTreeMap<usize, Vec<usize>> = Default::default();
-    for (idx, prompt) in prompts.iter().enumerate() {
-        if prompt.is_empty() {
-            return Err(TrainError::Config(format!("prompt {idx} is empty")));
-        }
-        by_len.entry(prompt.len()).or_default().push(idx);
-    }
-    for members in by_len.values() {
-        let mut texts: Vec<Vec<u8>> = members.iter().map(|&i| prompts[i].to_vec()).collect();
-        for _ in 0..max_new {
-            let len = texts[0].len();
-            let start = len.saturating_sub(context);
-            let t = len - start;
-            let ids: Vec<u32> = texts
-                .iter()
-                .flat_map(|text| text[start..].iter().map(|&b| u32::from(b)))
-                .collect();
-            let logits = model.forward(&Tensor::from_vec(ids, (texts.len(), t), &Device::Cpu)?)?;
-            let last = logits.narrow(1, t - 1, 1)?.squeeze(1)?.argmax(1)?;
-            let next: Vec<u32> = last.to_vec1()?;
-            for (text, token) in texts.iter_mut().zip(next) {
-                text.push(token as u8);
-            }
-        }
-        for (k, &idx) in members.iter().enumerate() {
-            outputs[idx] = texts[k][prompts[idx].len()..].to_vec();
-        }
-    }
-    Ok(outputs)
 }
 
 /// The longest run of bytes of `output` that also occurs in `source`, comparing ASCII letters
