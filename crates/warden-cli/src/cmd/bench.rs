@@ -14,6 +14,8 @@ pub enum Bench {
     Memorization(super::train::MemorizationArgs),
     /// Policy admission time and per-transition evaluation time.
     Policy(super::policy::BenchArgs),
+    /// Verbatim reproduction of memorized restricted-depth documents, ungoverned vs governed.
+    Regurgitation(super::regurgitation::RegurgitationArgs),
 }
 
 pub fn run(what: Bench) -> anyhow::Result<()> {
@@ -23,5 +25,6 @@ pub fn run(what: Bench) -> anyhow::Result<()> {
         Bench::Train(args) => super::train::bench(args),
         Bench::Memorization(args) => super::train::bench_memorization(args),
         Bench::Policy(args) => super::policy::bench(args),
+        Bench::Regurgitation(args) => super::regurgitation::bench_regurgitation(args),
     }
 }

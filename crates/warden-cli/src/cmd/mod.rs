@@ -7,4 +7,5 @@ pub mod generate;
 pub mod key;
 pub mod lineage;
 pub mod policy;
+pub mod regurgitation;
 pub mod train;
