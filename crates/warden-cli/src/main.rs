@@ -43,6 +43,8 @@ enum Command {
     },
     /// Run governed training (`warden train CONFIG --out RUN_DIR`, `warden train resume RUN_DIR`).
     Train(cmd::train::TrainArgs),
+    /// Prove from the lineage alone that a training run complied with its policy.
+    Audit(cmd::audit::AuditArgs),
     /// Benchmarks that print ratios measured side by side in one run.
     Bench {
         #[command(subcommand)]
@@ -59,6 +61,7 @@ fn main() -> std::process::ExitCode {
         Command::Corpus { command } => cmd::corpus::run(command),
         Command::Policy { command } => cmd::policy::run(command),
         Command::Train(args) => cmd::train::run(args),
+        Command::Audit(args) => cmd::audit::run(args),
         Command::Bench { what } => cmd::bench::run(what),
     };
     // A closed stdout (`| head`) is not an error of the command: its work is done (see `out`).
