@@ -118,7 +118,7 @@ fn license_allowed(allowed: &[String], expression: &str) -> bool {
 }
 
 /// Picks the run's `train.start`: the latest one naming `run_dir`, else the only one.
-fn find_start(
+pub(crate) fn find_start(
     records: &[SignedRecord],
     run_dir: &Path,
     lineage_dir: &Path,

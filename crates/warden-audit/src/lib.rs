@@ -30,6 +30,7 @@ use warden_keys::TrustStore;
 mod checks;
 mod files;
 pub mod html;
+pub mod proofs;
 
 /// One of the audit's checks (numbered as in issue 11; `Replay` is the spot-check replay).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -215,6 +216,9 @@ pub struct Report {
     pub checks: Vec<CheckSummary>,
     pub findings: Vec<Finding>,
     pub timeline: Timeline,
+    /// RFC 6962 inclusion proofs for a sample of trained samples (`--prove N`), if requested.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub inclusion_proofs: Vec<proofs::SampleProof>,
 }
 
 impl Report {
@@ -235,6 +239,35 @@ impl Report {
             first: findings.first().cloned(),
         });
         self.findings.extend(findings);
+    }
+
+    /// Attaches inclusion proofs (see [`proofs::prove_trained_samples`]); a sample whose proof
+    /// is not an inclusion that verifies becomes a finding of the data check.
+    pub fn attach_inclusion_proofs(&mut self, proofs: Vec<proofs::SampleProof>) {
+        let failed: Vec<Finding> = proofs
+            .iter()
+            .filter_map(|p| {
+                p.problem.as_ref().map(|problem| Finding {
+                    check: Check::Data,
+                    seq: Some(p.seq),
+                    iteration: Some(p.iteration),
+                    field: format!("batch.samples[{}].hash", p.sample),
+                    message: format!("inclusion proof of {}: {problem}", p.hash),
+                })
+            })
+            .collect();
+        if !failed.is_empty() {
+            let examined = self
+                .checks
+                .iter()
+                .find(|c| c.check == Check::Data)
+                .map_or(0, |c| c.examined);
+            let mut findings: Vec<Finding> = self.findings_of(Check::Data).cloned().collect();
+            findings.extend(failed);
+            self.add_check(Check::Data, examined, findings);
+            self.checks.sort_by_key(|c| c.check);
+        }
+        self.inclusion_proofs = proofs;
     }
 
     /// The findings of one check, in record order.
@@ -332,6 +365,7 @@ pub fn audit(inputs: &AuditInputs, trust: &TrustStore) -> Result<Report, AuditEr
         checks: Vec::new(),
         findings: Vec::new(),
         timeline: walked.timeline,
+        inclusion_proofs: Vec::new(),
     };
     for check in Check::ALL {
         let mut of_check: Vec<Finding> = findings

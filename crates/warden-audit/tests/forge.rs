@@ -503,3 +503,48 @@ fn a_changed_policy_without_a_transition_is_named() {
     let report = run_audit(&run);
     assert_named(&report, Check::Policy, at, "no train.transition");
 }
+
+#[test]
+fn inclusion_proofs_verify_for_trained_samples_and_expose_an_undeclared_one() {
+    let (_dir, run) = honest_copy();
+    let inputs = AuditInputs {
+        run_dir: run.clone(),
+        lineage_dir: None,
+    };
+    let proofs = warden_audit::proofs::prove_trained_samples(&inputs, &fixture().trust, 3).unwrap();
+    assert_eq!(proofs.len(), 3);
+    for p in &proofs {
+        assert_eq!(p.problem, None, "{p:?}");
+        assert!(matches!(
+            p.proof,
+            Some(warden_corpus::prove::Proof::Inclusion { .. })
+        ));
+    }
+    // The same lineage root picks the same samples.
+    let again = warden_audit::proofs::prove_trained_samples(&inputs, &fixture().trust, 3).unwrap();
+    assert_eq!(proofs, again);
+
+    let mut at = 0;
+    forge(&run, |drafts| {
+        at = seq_of_iteration(drafts, 1);
+        let samples = drafts[at].payload["batch"]["samples"]
+            .as_array_mut()
+            .unwrap();
+        let i = samples
+            .iter()
+            .position(|s| s["status"] == "admitted")
+            .unwrap();
+        samples[i]["hash"] = json!(hex::encode(Sha256::digest(b"never declared")));
+    });
+    // Asking for every trained sample proves the forged one absent.
+    let proofs =
+        warden_audit::proofs::prove_trained_samples(&inputs, &fixture().trust, 1000).unwrap();
+    let bad: Vec<_> = proofs.iter().filter(|p| p.problem.is_some()).collect();
+    assert_eq!(bad.len(), 1, "{bad:?}");
+    assert_eq!(bad[0].seq, at as u64);
+    let mut report = run_audit(&run);
+    report.attach_inclusion_proofs(proofs);
+    assert!(report
+        .findings_of(Check::Data)
+        .any(|f| f.message.contains("proves it absent") && f.seq == Some(at as u64)));
+}

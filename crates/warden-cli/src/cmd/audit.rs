@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 use warden_audit::{AuditInputs, Report};
+use warden_corpus::prove::Proof;
 use warden_store::fs;
 
 #[derive(Args)]
@@ -24,6 +25,10 @@ pub struct AuditArgs {
     /// Also write a self-contained HTML report (charts and every finding) to FILE.
     #[arg(long, value_name = "FILE")]
     pub html: Option<PathBuf>,
+    /// Print and verify RFC 6962 inclusion proofs (sample → signed corpus root and source
+    /// root) for N trained samples, chosen by the lineage root.
+    #[arg(long, value_name = "N")]
+    pub prove: Option<usize>,
     // `--replay K` (spot-check replay, issue 11) belongs here: its library function returns
     // findings that are merged with `Report::add_check(Check::Replay, examined, findings)`
     // before printing, so the summary, `--json` and `--html` include it unchanged.
@@ -62,13 +67,15 @@ fn trust_path(given: Option<PathBuf>, lineage: &Path, run_dir: &Path) -> anyhow:
 pub fn run(args: AuditArgs) -> anyhow::Result<()> {
     let lineage = warden_audit::lineage_dir_of(&args.run_dir, args.lineage.as_deref())?;
     let trust = fs::load_trust(&trust_path(args.trust, &lineage, &args.run_dir)?)?;
-    let report = warden_audit::audit(
-        &AuditInputs {
-            run_dir: args.run_dir.clone(),
-            lineage_dir: Some(lineage),
-        },
-        &trust,
-    )?;
+    let inputs = AuditInputs {
+        run_dir: args.run_dir.clone(),
+        lineage_dir: Some(lineage),
+    };
+    let mut report = warden_audit::audit(&inputs, &trust)?;
+    if let Some(n) = args.prove {
+        let proofs = warden_audit::proofs::prove_trained_samples(&inputs, &trust, n)?;
+        report.attach_inclusion_proofs(proofs);
+    }
     if let Some(path) = &args.html {
         fs::atomic_write(path, warden_audit::html::render(&report).as_bytes())?;
     }
@@ -118,6 +125,45 @@ fn print_summary(report: &Report, html: Option<&Path>) {
         );
         if let Some(first) = &check.first {
             outln!("       first: {first}");
+        }
+    }
+    if !report.inclusion_proofs.is_empty() {
+        outln!(
+            "inclusion proofs ({} trained samples chosen by the lineage root):",
+            report.inclusion_proofs.len()
+        );
+        for p in &report.inclusion_proofs {
+            let status = p.problem.as_deref().unwrap_or("verified");
+            outln!(
+                "  record {} (iteration {}) sample {} {}: {status}",
+                p.seq,
+                p.iteration,
+                p.sample,
+                p.hash
+            );
+            if let Some(Proof::Inclusion {
+                corpus_root,
+                tree_size,
+                leaf,
+                source,
+                ..
+            }) = &p.proof
+            {
+                outln!(
+                    "    corpus root {corpus_root}: leaf {} of {tree_size}, path [{}]",
+                    leaf.index,
+                    leaf.path.join(" ")
+                );
+                outln!(
+                    "    source {} line {} root {}: leaf {} of {}, path [{}]",
+                    source.source,
+                    source.line,
+                    source.source_root,
+                    source.leaf_index,
+                    source.tree_size,
+                    source.path.join(" ")
+                );
+            }
         }
     }
     if !report.findings.is_empty() {
