@@ -4,6 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
+use warden_corpus::prove::Proof;
+
 use crate::{Report, Timeline};
 
 /// Escapes text for HTML element content and attribute values.
@@ -33,8 +35,9 @@ const WIDTH: f64 = 640.0;
 const HEIGHT: f64 = 180.0;
 const PAD: f64 = 30.0;
 
-/// A line chart of (x, y) points, with an optional horizontal bound line.
-fn line_chart(title: &str, points: &[(f64, f64)], bound: Option<f64>, w: f64, h: f64) -> String {
+/// A line chart of (x, y) points, with the bound in force at each x as a dashed red step line
+/// (a policy transition can change it mid-run).
+fn line_chart(title: &str, points: &[(f64, f64)], bound: &[(f64, f64)], w: f64, h: f64) -> String {
     let mut svg = format!(
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" role=\"img\" aria-label=\"{}\">",
         escape(title)
@@ -54,9 +57,9 @@ fn line_chart(title: &str, points: &[(f64, f64)], bound: Option<f64>, w: f64, h:
     let (mut y_min, mut y_max) = points
         .iter()
         .fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
-    if let Some(b) = bound {
-        y_min = y_min.min(b);
-        y_max = y_max.max(b);
+    for (_, b) in bound {
+        y_min = y_min.min(*b);
+        y_max = y_max.max(*b);
     }
     y_min = y_min.min(0.0);
     let x_span = (x_max - x_min).max(1.0);
@@ -72,16 +75,22 @@ fn line_chart(title: &str, points: &[(f64, f64)], bound: Option<f64>, w: f64, h:
         "<polyline fill=\"none\" stroke=\"#1f5fbf\" stroke-width=\"1.5\" points=\"{}\"/>",
         path.join(" ")
     );
-    if let Some(b) = bound {
+    if let Some(&(_, last)) = bound.last() {
+        // A step line: each bound holds until the next iteration's.
+        let mut steps = Vec::with_capacity(bound.len() * 2);
+        for (i, (a, b)) in bound.iter().enumerate() {
+            if i > 0 {
+                steps.push(format!("{:.1},{:.1}", x(*a), y(bound[i - 1].1)));
+            }
+            steps.push(format!("{:.1},{:.1}", x(*a), y(*b)));
+        }
         let _ = write!(
             svg,
-            "<line x1=\"{PAD}\" x2=\"{:.1}\" y1=\"{:.1}\" y2=\"{:.1}\" stroke=\"#b00020\" stroke-dasharray=\"4 3\"/>\
-             <text x=\"{:.1}\" y=\"{:.1}\" class=\"small\">bound {b}</text>",
-            w - PAD,
-            y(b),
-            y(b),
+            "<polyline fill=\"none\" stroke=\"#b00020\" stroke-dasharray=\"4 3\" points=\"{}\"/>\
+             <text x=\"{:.1}\" y=\"{:.1}\" class=\"small\">bound {last}</text>",
+            steps.join(" "),
             w - PAD - 70.0,
-            y(b) - 3.0
+            y(last) - 3.0
         );
     }
     let _ = write!(
@@ -253,7 +262,7 @@ pub fn render(report: &Report) -> String {
     out.push_str(&line_chart(
         "training loss per iteration",
         &loss,
-        None,
+        &[],
         WIDTH,
         HEIGHT,
     ));
@@ -262,20 +271,21 @@ pub fn render(report: &Report) -> String {
     out.push_str(&gate_chart(t));
 
     out.push_str("<h2>Gradient norms against their bounds</h2><div class=\"regions\">");
-    let mut regions: BTreeMap<&str, (Vec<(f64, f64)>, Option<f64>)> = BTreeMap::new();
+    type Series = Vec<(f64, f64)>;
+    let mut regions: BTreeMap<&str, (Series, Series)> = BTreeMap::new();
     for p in &t.iterations {
         for r in &p.regions {
             let entry = regions.entry(r.region.as_str()).or_default();
             if let Some(n) = r.grad_norm {
                 entry.0.push((p.iteration as f64, n));
             }
-            if r.bound.is_some() {
-                entry.1 = r.bound;
+            if let Some(b) = r.bound {
+                entry.1.push((p.iteration as f64, b));
             }
         }
     }
     for (region, (points, bound)) in &regions {
-        out.push_str(&line_chart(region, points, *bound, 300.0, 120.0));
+        out.push_str(&line_chart(region, points, bound, 300.0, 120.0));
     }
     out.push_str("</div>");
 
@@ -353,6 +363,57 @@ pub fn render(report: &Report) -> String {
         &rows,
     );
 
+    if !report.inclusion_proofs.is_empty() {
+        let _ = write!(
+            out,
+            "<h2>Inclusion proofs</h2><p>{} trained samples chosen by the lineage root, each \
+             proven (RFC 6962) in the signed corpus root and its source's signed root.</p>",
+            report.inclusion_proofs.len()
+        );
+        let rows: Vec<Vec<String>> = report
+            .inclusion_proofs
+            .iter()
+            .map(|p| {
+                let (leaf, source) = match &p.proof {
+                    Some(Proof::Inclusion {
+                        tree_size,
+                        leaf,
+                        source,
+                        ..
+                    }) => (
+                        format!("{} of {tree_size}", leaf.index),
+                        format!("{} line {}", escape(&source.source), source.line),
+                    ),
+                    _ => ("—".into(), "—".into()),
+                };
+                vec![
+                    p.seq.to_string(),
+                    p.iteration.to_string(),
+                    format!("<code>{}</code>", escape(&p.hash)),
+                    leaf,
+                    source,
+                    match &p.problem {
+                        None => "<span class=\"pass\">verified</span>".into(),
+                        Some(problem) => format!("<span class=\"fail\">{}</span>", escape(problem)),
+                    },
+                ]
+            })
+            .collect();
+        table(
+            &mut out,
+            "proofs",
+            &[
+                "record",
+                "iteration",
+                "sample",
+                "corpus leaf",
+                "source",
+                "proof",
+            ],
+            &rows,
+        );
+    }
+
     out.push_str("<h2>Policy versions</h2>");
     let rows: Vec<Vec<String>> = t
         .policies
@@ -389,7 +450,34 @@ mod tests {
     }
 
     #[test]
+    fn a_bound_changed_mid_run_is_drawn_as_a_step() {
+        let svg = line_chart(
+            "r",
+            &[(1.0, 1.0), (2.0, 1.0), (3.0, 1.0)],
+            &[(1.0, 4.0), (2.0, 4.0), (3.0, 0.5)],
+            130.0,
+            100.0,
+        );
+        let bound = svg
+            .split("stroke-dasharray=\"4 3\" points=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .expect("a bound polyline");
+        let points: Vec<(&str, &str)> = bound
+            .split(' ')
+            .map(|xy| xy.split_once(',').unwrap())
+            .collect();
+        // One corner per point after the first: the old bound holds until the new one begins,
+        // then the line drops at iteration 3's x.
+        assert_eq!(points.len(), 5, "{bound}");
+        assert!(points[..4].iter().all(|p| p.1 == points[0].1), "{bound}");
+        assert_eq!(points[3].0, points[4].0);
+        assert_ne!(points[3].1, points[4].1);
+        assert!(svg.contains("bound 0.5"));
+    }
+
+    #[test]
     fn a_chart_without_points_says_so() {
-        assert!(line_chart("x", &[], None, 10.0, 10.0).contains("no data"));
+        assert!(line_chart("x", &[], &[], 10.0, 10.0).contains("no data"));
     }
 }

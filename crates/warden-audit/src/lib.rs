@@ -257,14 +257,19 @@ impl Report {
             })
             .collect();
         if !failed.is_empty() {
-            let examined = self
+            let (examined, counted) = self
                 .checks
                 .iter()
                 .find(|c| c.check == Check::Data)
-                .map_or(0, |c| c.examined);
+                .map_or((0, 0), |c| (c.examined, c.findings));
+            let n_failed = failed.len() as u64;
             let mut findings: Vec<Finding> = self.findings_of(Check::Data).cloned().collect();
             findings.extend(failed);
             self.add_check(Check::Data, examined, findings);
+            // The count stays exact when the check's listed findings were capped.
+            if let Some(summary) = self.checks.iter_mut().find(|c| c.check == Check::Data) {
+                summary.findings = counted + n_failed;
+            }
             self.checks.sort_by_key(|c| c.check);
         }
         self.inclusion_proofs = proofs;

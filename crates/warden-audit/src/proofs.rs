@@ -61,6 +61,17 @@ pub fn prove_trained_samples(
         seq,
         reason: format!("corpus {}: {e}", corpus_dir.display()),
     })?;
+    // A proof against another declaration than the one the run names proves nothing about
+    // the run: every proof then carries the mismatch as its problem.
+    let declared = hex::encode(corpus.declaration_digest());
+    let wrong_corpus =
+        (payload["corpus"]["declaration_digest"].as_str() != Some(declared.as_str())).then(|| {
+            format!(
+                "the run names declaration {} but {} holds signed declaration {declared}",
+                payload["corpus"]["declaration_digest"],
+                corpus_dir.display()
+            )
+        });
     // Every admitted draw of the run: (seq, iteration, index in batch, hash).
     let mut trained = Vec::new();
     for record in records[start + 1..]
@@ -105,7 +116,10 @@ pub fn prove_trained_samples(
         .into_iter()
         .map(|pick| {
             let (seq, iteration, sample, hash) = trained[pick].clone();
-            let (proof, problem) = prove_one(&corpus, &hash);
+            let (proof, problem) = match &wrong_corpus {
+                Some(problem) => (None, Some(problem.clone())),
+                None => prove_one(&corpus, &hash),
+            };
             SampleProof {
                 seq,
                 iteration,
@@ -127,18 +141,34 @@ fn prove_one(corpus: &AdmittedCorpus, hash: &str) -> (Option<Proof>, Option<Stri
         Ok(proof) => proof,
         Err(e) => return (None, Some(e.to_string())),
     };
-    let problem = match &proof {
-        Proof::Absence { .. } => Some("the signed corpus proves it absent".to_string()),
+    let problem = verify_sample_proof(corpus, &proof).err();
+    (Some(proof), problem)
+}
+
+/// Checks that `proof` proves its sample *included* under the roots of the verified
+/// declaration `corpus`: the sorted corpus root and the signed root of the source the proof
+/// names. Whatever the proof itself claims as roots is not trusted. An absence proof, a
+/// source without a signed root (refused at admission) or any path that does not hash to the
+/// signed roots is an error naming why.
+pub fn verify_sample_proof(corpus: &AdmittedCorpus, proof: &Proof) -> Result<(), String> {
+    match proof {
+        Proof::Absence { .. } => {
+            verify_proof(proof, &corpus.root(), None).map_err(|e| e.to_string())?;
+            Err("the signed corpus proves it absent".to_string())
+        }
         Proof::Inclusion { source, .. } => {
             let source_root = corpus
                 .sources()
                 .iter()
-                .find(|s| s.id == source.source)
-                .and_then(|s| s.root);
-            verify_proof(&proof, &corpus.root(), source_root.as_ref())
-                .err()
-                .map(|e| e.to_string())
+                .find(|s| s.id == source.source && s.admitted)
+                .and_then(|s| s.root)
+                .ok_or_else(|| {
+                    format!(
+                        "source `{}` has no signed root in the declaration (not an admitted source)",
+                        source.source
+                    )
+                })?;
+            verify_proof(proof, &corpus.root(), Some(&source_root)).map_err(|e| e.to_string())
         }
-    };
-    (Some(proof), problem)
+    }
 }

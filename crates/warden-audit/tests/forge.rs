@@ -524,6 +524,83 @@ fn inclusion_proofs_verify_for_trained_samples_and_expose_an_undeclared_one() {
     let again = warden_audit::proofs::prove_trained_samples(&inputs, &fixture().trust, 3).unwrap();
     assert_eq!(proofs, again);
 
+    // A printed proof is checked against the signed roots, never against the roots it carries:
+    // each tampering below is refused.
+    let corpus =
+        warden_corpus::AdmittedCorpus::load(&fixture().root.join("admitted"), &fixture().trust)
+            .unwrap();
+    let honest = proofs[0].proof.clone().unwrap();
+    warden_audit::proofs::verify_sample_proof(&corpus, &honest).unwrap();
+    let other_sample = proofs
+        .iter()
+        .map(|p| p.hash.clone())
+        .find(|h| *h != proofs[0].hash)
+        .expect("two distinct trained samples");
+    let flip = |hex_text: &mut String| {
+        let mut bytes = hex::decode(&*hex_text).unwrap();
+        bytes[0] ^= 1;
+        *hex_text = hex::encode(bytes);
+    };
+    type Tamper = Box<dyn Fn(&mut warden_corpus::prove::Proof)>;
+    let tamperings: Vec<(&str, Tamper)> = vec![
+        (
+            "one bit of the corpus audit path",
+            Box::new(move |p| {
+                if let warden_corpus::prove::Proof::Inclusion { leaf, .. } = p {
+                    flip(&mut leaf.path[0]);
+                }
+            }),
+        ),
+        (
+            "another leaf index",
+            Box::new(|p| {
+                if let warden_corpus::prove::Proof::Inclusion { leaf, .. } = p {
+                    leaf.index ^= 1;
+                }
+            }),
+        ),
+        (
+            "another sample with the same paths",
+            Box::new(move |p| {
+                if let warden_corpus::prove::Proof::Inclusion { sample, leaf, .. } = p {
+                    sample.clone_from(&other_sample);
+                    leaf.hash.clone_from(&other_sample);
+                }
+            }),
+        ),
+        (
+            "a source root of the prover's choosing",
+            Box::new(move |p| {
+                if let warden_corpus::prove::Proof::Inclusion { source, .. } = p {
+                    flip(&mut source.source_root);
+                }
+            }),
+        ),
+        (
+            "one bit of the source audit path",
+            Box::new(move |p| {
+                if let warden_corpus::prove::Proof::Inclusion { source, .. } = p {
+                    flip(&mut source.path[0]);
+                }
+            }),
+        ),
+        (
+            "a source the declaration does not hold",
+            Box::new(|p| {
+                if let warden_corpus::prove::Proof::Inclusion { source, .. } = p {
+                    source.source = "elsewhere".into();
+                }
+            }),
+        ),
+    ];
+    for (what, tamper) in &tamperings {
+        let mut proof = honest.clone();
+        tamper(&mut proof);
+        assert_ne!(proof, honest, "{what}: the tampering changed nothing");
+        let refused = warden_audit::proofs::verify_sample_proof(&corpus, &proof);
+        assert!(refused.is_err(), "{what}: a tampered proof verified");
+    }
+
     let mut at = 0;
     forge(&run, |drafts| {
         at = seq_of_iteration(drafts, 1);
