@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use warden_audit::{AuditInputs, Report};
 use warden_corpus::prove::Proof;
+use warden_keys::TrustStore;
 use warden_store::fs;
 
 #[derive(Args)]
@@ -71,18 +72,11 @@ pub fn run(args: AuditArgs) -> anyhow::Result<()> {
         run_dir: args.run_dir.clone(),
         lineage_dir: Some(lineage),
     };
-    let mut report = warden_audit::audit(&inputs, &trust)?;
-    if let Some(n) = args.prove {
-        let proofs = warden_audit::proofs::prove_trained_samples(&inputs, &trust, n)?;
-        report.attach_inclusion_proofs(proofs);
-    }
-    if let Some(path) = &args.html {
-        fs::atomic_write(path, warden_audit::html::render(&report).as_bytes())?;
-    }
+    let report = audit_to(&inputs, &trust, args.prove, args.html.as_deref())?;
     if args.json {
         outln!("{}", serde_json::to_string(&report)?);
     } else {
-        print_summary(&report, args.html.as_deref());
+        print_summary(&report, args.html.as_deref(), true);
     }
     if report.passed() {
         Ok(())
@@ -101,7 +95,58 @@ pub fn run(args: AuditArgs) -> anyhow::Result<()> {
     }
 }
 
-fn print_summary(report: &Report, html: Option<&Path>) {
+/// The audit, with `prove` inclusion proofs attached and the HTML report written to `html`.
+fn audit_to(
+    inputs: &AuditInputs,
+    trust: &TrustStore,
+    prove: Option<usize>,
+    html: Option<&Path>,
+) -> anyhow::Result<Report> {
+    let mut report = warden_audit::audit(inputs, trust)?;
+    if let Some(n) = prove {
+        let proofs = warden_audit::proofs::prove_trained_samples(inputs, trust, n)?;
+        report.attach_inclusion_proofs(proofs);
+    }
+    if let Some(path) = html {
+        fs::atomic_write(path, warden_audit::html::render(&report).as_bytes())?;
+    }
+    Ok(report)
+}
+
+/// The audit stage of `warden demo`, after the train stage: audits the demo's training run
+/// from the demo lineage (with three inclusion proofs) and writes `audit.html` into the demo
+/// directory. An honest demo run must pass; a finding fails the demo.
+pub fn demo_stage(ctx: &mut super::demo::DemoContext) -> anyhow::Result<()> {
+    super::demo::heading("audit: prove from the lineage that the run complied with its policy");
+    // The directory the train stage trains into.
+    let run_dir = ctx.dir.join("train-run");
+    if !run_dir.is_dir() {
+        anyhow::bail!(
+            "{}: no training run to audit (the train stage must run first)",
+            run_dir.display()
+        );
+    }
+    let html = ctx.dir.join("audit.html");
+    let inputs = AuditInputs {
+        run_dir,
+        lineage_dir: Some(ctx.lineage_dir.clone()),
+    };
+    let report = audit_to(&inputs, &ctx.trust, Some(3), Some(&html))?;
+    print_summary(&report, Some(&html), false);
+    if !report.passed() {
+        anyhow::bail!(
+            "the demo's training run fails its audit: {}",
+            report
+                .findings
+                .first()
+                .map_or_else(String::new, ToString::to_string)
+        );
+    }
+    Ok(())
+}
+
+/// The per-check summary; `proof_paths`: print each inclusion proof's audit paths in full.
+fn print_summary(report: &Report, html: Option<&Path>, proof_paths: bool) {
     outln!(
         "audit of {} (lineage {}: {} records, the run starts at record {})",
         report.run_dir,
@@ -149,6 +194,15 @@ fn print_summary(report: &Report, html: Option<&Path>) {
                 ..
             }) = &p.proof
             {
+                if !proof_paths {
+                    outln!(
+                        "    corpus leaf {} of {tree_size} under root {corpus_root}; source {} line {}",
+                        leaf.index,
+                        source.source,
+                        source.line
+                    );
+                    continue;
+                }
                 outln!(
                     "    corpus root {corpus_root}: leaf {} of {tree_size}, path [{}]",
                     leaf.index,
