@@ -46,6 +46,8 @@ enum Command {
     /// One governed completion: `warden generate --model RUN_DIR --bundle DIR --trust FILE
     /// --prompt TEXT` (the continuation alone on stdout, the summary on stderr).
     Generate(Box<cmd::generate::GenerateArgs>),
+    /// Prove from the lineage alone that a training run complied with its policy.
+    Audit(cmd::audit::AuditArgs),
     /// Benchmarks that print ratios measured side by side in one run.
     Bench {
         #[command(subcommand)]
@@ -63,6 +65,7 @@ fn main() -> std::process::ExitCode {
         Command::Policy { command } => cmd::policy::run(command),
         Command::Train(args) => cmd::train::run(args),
         Command::Generate(args) => cmd::generate::run(*args),
+        Command::Audit(args) => cmd::audit::run(args),
         Command::Bench { what } => cmd::bench::run(what),
     };
     // A closed stdout (`| head`) is not an error of the command: its work is done (see `out`).

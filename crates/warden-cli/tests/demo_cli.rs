@@ -35,6 +35,31 @@ fn demo_runs_the_pipeline_and_its_lineage_verifies() {
         text.contains("shown: a rejected candidate replaced by the next one"),
         "{text}"
     );
+    // The demo ends by auditing its own run: every check passes and the report is written.
+    let audit = text
+        .split("== audit:")
+        .nth(1)
+        .expect("an audit stage")
+        .split("\n== ")
+        .next()
+        .unwrap_or_default();
+    assert!(audit.contains("audit passed"), "{audit}");
+    assert_eq!(audit.matches(" passed ").count(), 7, "{audit}");
+    assert_eq!(audit.matches(": verified").count(), 3, "{audit}");
+    let html = std::fs::read_to_string(dir.join("audit.html")).unwrap();
+    assert!(html.contains("warden audit: <span class=\"pass\">PASSED"));
+    // And a user can audit it again from the run directory alone (lineage from run.json,
+    // trust file beside the lineage).
+    let out = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(["audit", dir.join("train-run").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = Command::new(env!("CARGO_BIN_EXE_warden"))
         .args(["lineage", "verify", dir.join("lineage").to_str().unwrap()])
         .output()

@@ -129,6 +129,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<()> {
     super::policy::demo_stage(&mut ctx)?;
     super::train::demo_stage(&mut ctx)?;
     super::generate::demo_stage(&mut ctx)?;
+    super::audit::demo_stage(&mut ctx)?;
 
     heading("final: verify the whole lineage");
     let n_records = ctx.lineage()?.len();

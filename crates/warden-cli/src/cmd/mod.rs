@@ -1,5 +1,6 @@
 //! One module per command group; each owns its flags, its demo stage and its benchmark.
 
+pub mod audit;
 pub mod bench;
 pub mod corpus;
 pub mod demo;
