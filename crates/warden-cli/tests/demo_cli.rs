@@ -25,15 +25,20 @@ fn demo_runs_the_pipeline_and_its_lineage_verifies() {
         text.contains("== final: verify the whole lineage\nok: "),
         "{text}"
     );
-    // The decoding stage reports each case it set out to show, shown or not (never assumed).
+    // The decoding stage reports each case it set out to show, shown or not (never assumed),
+    // and shows all three (a leading newline: "NOT shown: ..." must not match).
     assert!(
         text.contains("\nshown: a call with every token admitted\n"),
         "{text}"
     );
+    assert!(
+        text.contains("\nshown: a rejected candidate replaced by the next one\n"),
+        "{text}"
+    );
     assert!(text.contains("\nshown: a policy stop\n"), "{text}");
     assert!(
-        text.contains("shown: a rejected candidate replaced by the next one"),
-        "{text}"
+        text.contains("rejected by safety.no-stutter\n"),
+        "the rejection is printed with its predicate: {text}"
     );
     // The demo ends by auditing its own run: every check passes and the report is written.
     let audit = text
@@ -170,11 +175,80 @@ fn demo_runs_the_pipeline_and_its_lineage_verifies() {
     let object: serde_json::Value = serde_json::from_slice(&generated.stdout).unwrap();
     assert_eq!(object["stop"], "policy", "{object}");
     assert_eq!(object["summary"]["tokens"], 24, "{object}");
+    // A gold caller, greedy: the model stutters, the corpus's `stutter` flagger sees the
+    // candidate that would complete "the the", `safety.no-stutter` rejects it and the next one
+    // is emitted instead; the call runs to its length, the stutter never in the output.
+    let object = generate_json(
+        tmp.path(),
+        &["--set", "caller.tier=gold", "--max-tokens", "40"],
+    );
+    assert_eq!(object["stop"], "length", "{object}");
+    let output = object["text"].as_str().unwrap().to_lowercase();
+    assert!(!output.contains("the the"), "{object}");
+    let interventions = object["summary"]["interventions"].as_array().unwrap();
+    assert!(!interventions.is_empty(), "{object}");
+    for intervention in interventions {
+        assert_eq!(intervention["action"], "rejected", "{object}");
+        assert_eq!(
+            intervention["predicates"],
+            serde_json::json!(["safety.no-stutter"]),
+            "{object}"
+        );
+        assert_eq!(intervention["candidate_text"], "e", "{object}");
+    }
+    // The demo's sampled gold call, as printed: every token admitted, the same on every run.
+    let sampled = [
+        "--set",
+        "caller.tier=gold",
+        "--max-tokens",
+        "40",
+        "--temperature",
+        "0.7",
+        "--seed",
+        "0",
+    ];
+    let object = generate_json(tmp.path(), &sampled);
+    assert_eq!(object["stop"], "length", "{object}");
+    assert_eq!(object["summary"]["tokens"], 40, "{object}");
+    assert_eq!(
+        object["summary"]["interventions"],
+        serde_json::json!([]),
+        "{object}"
+    );
+    assert_eq!(generate_json(tmp.path(), &sampled)["text"], object["text"]);
     // Same config, corpus and seed: the same model, bit for bit.
     assert_eq!(
         std::fs::read(fresh.join("model.safetensors")).unwrap(),
         std::fs::read(dir.join("train-run/model.safetensors")).unwrap()
     );
+}
+
+/// `warden generate --json` on the demo's run and bundle with the harbour prompt and `extra`
+/// flags, run in `dir` (which holds `demo/`).
+fn generate_json(dir: &std::path::Path, extra: &[&str]) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .current_dir(dir)
+        .args([
+            "generate",
+            "--model",
+            "demo/train-run",
+            "--bundle",
+            "demo/generate/bundle",
+            "--trust",
+            "demo/trust.toml",
+            "--prompt",
+            "The harbour keeper wrote that the ",
+            "--json",
+        ])
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 #[test]

@@ -549,6 +549,13 @@ blocklist = []
 id = "api-key"
 pattern = "sk-[A-Za-z0-9]{32}"
 
+# The demo's stand-in for a content guardrail: a stuttered "the the". No sample here has one;
+# at inference the flagger puts the class `stutter` in `output.classes`, which the demo's
+# operator bundle forbids (the small demo model's favourite failure).
+[[policy.flaggers.regex]]
+id = "stutter"
+pattern = '(?i)\bthe the\b'
+
 [[source]]
 id = "prose"
 path = "prose.txt"

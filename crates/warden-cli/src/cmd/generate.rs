@@ -536,7 +536,7 @@ version = 1
 [vocabulary]
 "caller.tier"    = { enum = ["free", "gold"], context = true }
 "output.tokens"  = { int = [0, 4096] }
-"output.classes" = { set = ["pii"] }
+"output.classes" = { set = ["pii", "stutter"] }
 
 [[predicate]]
 id = "task.free-short"
@@ -548,14 +548,24 @@ require = "output.tokens <= 24"
 id = "safety.no-pii"
 category = "safety"
 require = "not (output.classes contains 'pii')"
+
+# The corpus declaration's `stutter` flagger (a stuttered "the the"): the demo's stand-in for a
+# content guardrail. Strict, so a candidate that completes a stutter is rejected and the next
+# one taken.
+[[predicate]]
+id = "safety.no-stutter"
+category = "safety"
+require = "not (output.classes contains 'stutter')"
 "#;
 
-/// One demo call: what it shows, its prompt and caller tier.
+/// One demo call: what it shows, its prompt, caller tier and sampling (`None`: greedy;
+/// `Some((temperature, seed))`).
 struct DemoCase {
     label: &'static str,
     prompt: String,
     tier: &'static str,
     max_tokens: usize,
+    sampled: Option<(f32, u64)>,
 }
 
 /// The first words (at most 48 bytes: the demo model's context is 64) of the synthetic corpus's
@@ -695,44 +705,63 @@ pub fn demo_stage(ctx: &mut super::demo::DemoContext) -> anyhow::Result<()> {
         "manifest_sha256": hex::encode(run.manifest_digest),
     });
     let (news, news_source) = news_prompt(ctx.synth_dir.as_deref());
+    // Greedily this small model stutters ("the the the ...") whatever the prompt, so a greedy
+    // call always meets `safety.no-stutter`; the admitted case samples (seeded: same output on
+    // every run). Whether each case showed what it set out to is checked below, not assumed.
     let cases = [
         DemoCase {
-            label: "a gold caller: every token admitted",
+            label: "a gold caller, sampled: every token admitted",
             prompt: "The harbour keeper wrote that the ".into(),
             tier: "gold",
             max_tokens: 40,
+            sampled: Some((0.7, 0)),
         },
         DemoCase {
-            label: "a gold caller prompted with the start of a shallow-class (licensed-news) document: a candidate that would extend a verbatim run past the derived bound is rejected and the next one taken",
+            label: "a gold caller prompted with the start of a shallow-class (licensed-news) document, greedy: each candidate completing a stutter (the corpus's `stutter` flagger) is rejected by `safety.no-stutter` and the next one taken; every candidate is judged against the derived verbatim bound too",
             prompt: news,
             tier: "gold",
             max_tokens: 48,
+            sampled: None,
         },
         DemoCase {
-            label: "a free caller: the call ends at the bundle's token bound (stop `policy`)",
+            label: "a free caller, greedy: the call ends at the bundle's token bound (stop `policy`)",
             prompt: "The harbour keeper wrote that the ".into(),
             tier: "free",
             max_tokens: 40,
+            sampled: None,
         },
     ];
     outln!("(the news prompt is {news_source})");
     let mut shown = [false; 3];
     for case in &cases {
         outln!("\n-- {}", case.label);
+        let (sampler, sampling_flags) = match case.sampled {
+            None => (Sampler::Greedy, String::new()),
+            Some((temperature, seed)) => (
+                Sampler::Sample {
+                    temperature,
+                    top_k: None,
+                    top_p: None,
+                    seed,
+                },
+                format!(" --temperature {temperature} --seed {seed}"),
+            ),
+        };
         outln!(
-            "$ warden generate --model {} --bundle {} --trust {} --prompt {:?} --set caller.tier={} --max-tokens {} --lineage {} --key {}",
+            "$ warden generate --model {} --bundle {} --trust {} --prompt {:?} --set caller.tier={} --max-tokens {}{} --lineage {} --key {}",
             run_dir.display(),
             bundle_dir.display(),
             ctx.trust_path.display(),
             case.prompt,
             case.tier,
             case.max_tokens,
+            sampling_flags,
             ctx.lineage_dir.display(),
             ctx.key_paths.deployment.display()
         );
         let request = Request {
             max_tokens: case.max_tokens,
-            sampler: Sampler::Greedy,
+            sampler,
             attributes: BTreeMap::from([("caller.tier".to_string(), case.tier.to_string())]),
         };
         let (generation, elapsed) = call(Some(&governor), &mut model, &case.prompt, &request)?;
