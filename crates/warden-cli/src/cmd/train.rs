@@ -443,7 +443,10 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         args.shape.width,
         n_params
     );
-    let report = bench::overhead(config, corpus, &mut sink, 3, args.steps)?;
+    let retain_every = config.policy.retain_every;
+    let checkpoint_every = config.policy.checkpoint_every;
+    let run_dir = scratch.path().join("run");
+    let report = bench::overhead(config, corpus, &mut sink, Some(&run_dir), 3, args.steps)?;
     let n = report.steps;
     let t = &report.timings;
     let ratio = report.governed.as_secs_f64() / report.ungoverned.as_secs_f64().max(1e-12);
@@ -468,7 +471,8 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         ),
         ("optimizer (admitted regions only)", t.optimizer),
         ("evaluation gate", t.evaluation),
-        ("parameter digest (sha256)", t.digest),
+        ("parameter digest (sha256, checkpoint steps)", t.digest),
+        ("retained checkpoint (encode, sha256, write)", t.retention),
         ("lineage record (build + append)", t.record),
     ] {
         outln!("  {name:<44} {:8.3}", ms(d, n));
@@ -477,6 +481,19 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         "  governance overhead outside fwd/bwd/optimizer: {:.3} ms/step ({:.1}% of the ungoverned step)",
         ms(t.governance(), n),
         100.0 * t.governance().as_secs_f64() / report.ungoverned.as_secs_f64().max(1e-12)
+    );
+    let audit = t.digest + t.retention;
+    outln!(
+        "  audit commitments (full digest at steps divisible by {} or {}, checkpoint retained every {}): {:.3} ms/step = {:.2}% of the governed step (target <= 3%)",
+        retain_every,
+        checkpoint_every,
+        retain_every,
+        ms(audit, n),
+        100.0 * audit.as_secs_f64() / report.governed.as_secs_f64().max(1e-12)
+    );
+    outln!(
+        "  all governance: {:.2}% of the governed step",
+        100.0 * t.governance().as_secs_f64() / report.governed.as_secs_f64().max(1e-12)
     );
     outln!(
         "gradient routing: {:.2} forward/backward passes per step (one per depth group, each stopping its backward pass before its earliest admitted region): {:.2} ms/step vs {:.2} ms/step for one ungoverned pass over the whole batch",
