@@ -14,6 +14,14 @@
 //! leaf of its source tree, and is either in the sample index or listed in `exclusions.jsonl`
 //! (flagged, with its flagger); every malformed line is an error or (with `skip_malformed`)
 //! listed; every refused source is in the declaration with a sentence saying why.
+//!
+//! Deny indexes: a source refused because its class is excluded is still read (never admitted:
+//! no leaf, no sample index entry, no part of any root) and its text's token 8-grams go into
+//! `fingerprints/denied/<class>.fp`, committed in the signed declaration like the admitted
+//! fingerprint files, so inference can recognise excluded content. Only class exclusion counts
+//! as "excluded content": a license refusal says nothing about the class (it may be admitted
+//! through other sources, and a deny entry would forbid it), and flagged samples are PII the
+//! flaggers themselves detect again at inference (indexing them would store their text's grams).
 
 use std::path::{Component, Path, PathBuf};
 use std::sync::mpsc::sync_channel;
@@ -336,13 +344,16 @@ fn check_same_admission(out_dir: &Path, key: &SigningKey) -> Result<(), CorpusEr
         read_verified(out_dir, &only_this_key).map_err(|e| unusable(e.to_string()))?;
     let mut committed = vec![body.sample_index.clone(), body.exclusions.file.clone()];
     committed.extend(body.sources.iter().filter_map(|s| s.leaves.clone()));
-    committed.extend(body.classes.iter().filter_map(|c| {
-        c.fingerprint.as_ref().map(|f| FileRecord {
-            file: f.file.clone(),
-            sha256: f.sha256.clone(),
-            bytes: 0,
-        })
-    }));
+    committed.extend(
+        body.classes
+            .iter()
+            .flat_map(|c| c.fingerprint.iter().chain(c.denied.iter()))
+            .map(|f| FileRecord {
+                file: f.file.clone(),
+                sha256: f.sha256.clone(),
+                bytes: 0,
+            }),
+    );
     for file in &committed {
         crate::corpus::read_committed(out_dir, file).map_err(|e| unusable(e.to_string()))?;
     }
@@ -573,11 +584,35 @@ fn build(
         })?;
         source_files.push(files);
     }
+    // Sources refused because their class is excluded are read for the deny index: their
+    // files are listed up front too (a missing path fails before any output).
+    let mut deny_files: Vec<Vec<SourceFile>> = Vec::new();
+    for s in &decl.sources {
+        if !denied_class(decl, s) {
+            deny_files.push(Vec::new());
+            continue;
+        }
+        let files = list_files(&s.resolved_path, s.format).map_err(|e| match e {
+            CorpusError::Io { path, source } => CorpusError::Declaration {
+                file: decl.file.clone(),
+                line: s.line,
+                field: format!(
+                    "source `{}` field `path` (its class is excluded: admission reads it for the deny index)",
+                    s.id
+                ),
+                message: format!("{}: {source}", path.display()),
+            },
+            other => other,
+        })?;
+        deny_files.push(files);
+    }
     let total_bytes: u64 = source_files.iter().flatten().map(|f| f.bytes).sum();
+    let deny_bytes: u64 = deny_files.iter().flatten().map(|f| f.bytes).sum();
 
     mkdir(out_dir)?;
     mkdir(&out_dir.join("sources"))?;
     mkdir(&out_dir.join("fingerprints"))?;
+    mkdir(&out_dir.join(DENIED_DIR))?;
     let scratch = Scratch(out_dir.join(format!(".admit-scratch-{}", std::process::id())));
     mkdir(&scratch.0)?;
 
@@ -593,7 +628,11 @@ fn build(
     let mut first_exclusions = Vec::new();
     let mut samples: ExternalSorter<SampleRecord> =
         ExternalSorter::new(scratch.0.clone(), "samples", options.sample_budget);
-    let mut grams = fingerprint::GramSets::new(scratch.0.clone(), total_bytes, options.gram_budget);
+    let mut grams = fingerprint::GramSets::new(
+        scratch.0.clone(),
+        total_bytes + deny_bytes,
+        options.gram_budget,
+    );
     let mut source_records = Vec::new();
     let mut totals = Totals {
         n_sources: decl.sources.len() as u64,
@@ -641,6 +680,9 @@ fn build(
         if refusal.is_some() {
             totals.n_refused_sources += 1;
             source_records.push(record);
+            if denied_class(decl, s) {
+                fingerprint_denied(s, &deny_files[source_idx], &mut grams)?;
+            }
             continue;
         }
         progress(AdmitProgress::Source { id: &s.id });
@@ -797,6 +839,7 @@ fn build(
                     n_admitted: 0,
                     n_flagged: 0,
                     fingerprint: None,
+                    denied: None,
                 });
                 classes.len() - 1
             }
@@ -934,7 +977,62 @@ fn write_sample_index(
     Ok((digest, bytes, durable, corpus_root))
 }
 
-/// Writes each class's fingerprint index and records it in `classes`.
+/// The directory of the deny indexes inside an admission.
+pub const DENIED_DIR: &str = "fingerprints/denied";
+
+/// The gram-set key of a class's deny index (`/` cannot occur in a class name, so it never
+/// collides with an admitted class).
+fn denied_key(class: &str) -> String {
+    format!("denied/{class}")
+}
+
+/// Whether `source` is refused as excluded content (its class is excluded by the policy), and
+/// so read into its class's deny index.
+fn denied_class(decl: &Declaration, source: &SourceDecl) -> bool {
+    decl.policy
+        .excluded_classes
+        .iter()
+        .any(|c| c == &source.class)
+}
+
+/// Streams a refused excluded-class source and adds its text's grams to the class's deny
+/// index. Malformed lines carry no text and are skipped (the source is refused as a whole).
+fn fingerprint_denied(
+    source: &SourceDecl,
+    files: &[SourceFile],
+    grams: &mut fingerprint::GramSets,
+) -> Result<(), CorpusError> {
+    const BATCH: usize = 64 << 10;
+    let key = denied_key(&source.class);
+    let mut buf = Vec::new();
+    let mut batch = Vec::with_capacity(BATCH + 1024);
+    let mut line_base = 0u64;
+    for file in files {
+        let mut splitter = Splitter::open(file, line_base)?;
+        loop {
+            buf.clear();
+            let Some(span) = splitter.next_into(&mut buf)? else {
+                break;
+            };
+            if let Ok(text) =
+                decode_ref(file.format, &source.text_field, &buf[span.start..span.end])
+            {
+                fingerprint::ngram_hashes(&text, |g| batch.push(g));
+            }
+            if batch.len() >= BATCH {
+                grams.extend(&key, &batch)?;
+                batch.clear();
+            }
+        }
+        line_base = splitter.lines_read();
+    }
+    if !batch.is_empty() {
+        grams.extend(&key, &batch)?;
+    }
+    Ok(())
+}
+
+/// Writes each class's fingerprint index and deny index and records them in `classes`.
 fn write_fingerprints(
     out_dir: &Path,
     grams: &mut fingerprint::GramSets,
@@ -950,6 +1048,25 @@ fn write_fingerprints(
         let (digest, _, durable) = file.commit_in_background()?;
         pending.push(durable);
         c.fingerprint = Some(FingerprintRecord {
+            file: rel,
+            sha256: hex::encode(digest),
+            scheme: fingerprint::SCHEME.into(),
+            n_grams: n,
+            false_positive_rate: format!(
+                "n/2^64 = {n}/2^64 = {:.3e} per queried gram",
+                fingerprint::false_positive_rate(n, 64)
+            ),
+        });
+    }
+    for c in classes.iter_mut() {
+        let rel = format!("{DENIED_DIR}/{}.fp", c.class);
+        let mut file = AtomicFile::create(&out_dir.join(&rel))?;
+        let Some(n) = grams.finish_class(&denied_key(&c.class), &mut file)? else {
+            continue;
+        };
+        let (digest, _, durable) = file.commit_in_background()?;
+        pending.push(durable);
+        c.denied = Some(FingerprintRecord {
             file: rel,
             sha256: hex::encode(digest),
             scheme: fingerprint::SCHEME.into(),

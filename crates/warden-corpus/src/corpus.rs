@@ -230,7 +230,8 @@ impl AdmittedCorpus {
 
     /// Streams the current bytes on disk of a source's files, as samples. It does not filter:
     /// the data gate calls [`AdmittedCorpus::lookup`] on each sample's hash. A refused source
-    /// was never read at admission and yields nothing.
+    /// has no admitted files recorded and yields nothing (an excluded-class one was read only
+    /// into its class's deny index).
     pub fn read_source(&self, source_idx: u32) -> Result<SourceSamples, CorpusError> {
         let source = self
             .sources
@@ -308,15 +309,64 @@ impl AdmittedCorpus {
     /// The fingerprint index of a class, checked against its signed digest (`None` when the
     /// class has no admitted text).
     pub fn fingerprint_index(&self, class: &str) -> Result<Option<FingerprintIndex>, CorpusError> {
+        self.committed_index(class, |c| c.fingerprint.as_ref())
+    }
+
+    /// The deny index of a class: the fingerprints of its text in sources refused because the
+    /// class is excluded, checked against its signed digest (`None` when there is none).
+    pub fn denied_index(&self, class: &str) -> Result<Option<FingerprintIndex>, CorpusError> {
+        self.committed_index(class, |c| c.denied.as_ref())
+    }
+
+    /// Every class's fingerprint index and every deny index, each checked against its signed
+    /// digest: `(admitted, denied)` keyed by class.
+    #[allow(clippy::type_complexity)]
+    pub fn all_indexes(
+        &self,
+    ) -> Result<
+        (
+            std::collections::BTreeMap<String, FingerprintIndex>,
+            std::collections::BTreeMap<String, FingerprintIndex>,
+        ),
+        CorpusError,
+    > {
+        let mut admitted = std::collections::BTreeMap::new();
+        let mut denied = std::collections::BTreeMap::new();
+        for c in &self.body.classes {
+            if let Some(index) = self.fingerprint_index(&c.class)? {
+                admitted.insert(c.class.clone(), index);
+            }
+            if let Some(index) = self.denied_index(&c.class)? {
+                denied.insert(c.class.clone(), index);
+            }
+        }
+        Ok((admitted, denied))
+    }
+
+    fn committed_index(
+        &self,
+        class: &str,
+        pick: impl Fn(&crate::signed::ClassRecord) -> Option<&crate::signed::FingerprintRecord>,
+    ) -> Result<Option<FingerprintIndex>, CorpusError> {
         let Some(record) = self
             .body
             .classes
             .iter()
             .find(|c| c.class == class)
-            .and_then(|c| c.fingerprint.as_ref())
+            .and_then(pick)
         else {
             return Ok(None);
         };
+        if record.scheme != crate::fingerprint::SCHEME {
+            return Err(CorpusError::artifact(
+                self.dir.join(&record.file),
+                format!(
+                    "uses fingerprint scheme `{}`, this build reads `{}`",
+                    record.scheme,
+                    crate::fingerprint::SCHEME
+                ),
+            ));
+        }
         let file = FileRecord {
             file: record.file.clone(),
             sha256: record.sha256.clone(),

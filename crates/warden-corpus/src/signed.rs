@@ -20,8 +20,11 @@ use crate::declaration::Provenance;
 use crate::error::CorpusError;
 use crate::Hash;
 
-/// v2: `base_dir` is relative to the admission directory. v1 (still read): absolute.
-pub const FORMAT: &str = "warden-corpus-declaration/v2";
+/// v3: classes may carry a deny index (`denied`, the fingerprints of refused excluded-class
+/// text). v2 (still read): `base_dir` is relative to the admission directory. v1 (still read):
+/// absolute.
+pub const FORMAT: &str = "warden-corpus-declaration/v3";
+const FORMAT_V2: &str = "warden-corpus-declaration/v2";
 const FORMAT_V1: &str = "warden-corpus-declaration/v1";
 pub const DOMAIN: &[u8] = b"warden/corpus-declaration/v1\n";
 pub const DECLARATION_FILE: &str = "declaration.json";
@@ -126,6 +129,12 @@ pub struct ClassRecord {
     pub n_admitted: u64,
     pub n_flagged: u64,
     pub fingerprint: Option<FingerprintRecord>,
+    /// The deny index (v3): the fingerprints of this class's text in sources refused because
+    /// the class is excluded (`fingerprints/denied/<class>.fp`, same scheme and file format),
+    /// never admitted. Absent (not serialized) when the class has no refused text, so v1/v2
+    /// bodies keep their canonical encoding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub denied: Option<FingerprintRecord>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -274,7 +283,7 @@ pub(crate) fn read_verified(
         .map_err(|e| bad(format!("refused: {e}")))?;
     let body: DeclarationBody =
         serde_json::from_slice(&bytes).map_err(|e| bad(format!("signed but unreadable: {e}")))?;
-    if body.format != FORMAT && body.format != FORMAT_V1 {
+    if body.format != FORMAT && body.format != FORMAT_V2 && body.format != FORMAT_V1 {
         return Err(bad(format!(
             "unsupported format `{}` (expected {FORMAT})",
             body.format

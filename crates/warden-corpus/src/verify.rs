@@ -124,6 +124,7 @@ pub fn verify(dir: &std::path::Path, trust: &TrustStore) -> Result<VerifyReport,
     let exclusions = corpus.exclusions()?;
     for class in &corpus.body().classes {
         corpus.fingerprint_index(&class.class)?;
+        corpus.denied_index(&class.class)?;
     }
 
     let mut sources = Vec::new();

@@ -118,6 +118,149 @@ fn synthetic_corpus_admission_refuses_flags_and_indexes() {
     let (total, hits) = fp.overlap(&texts[3]);
     assert!(total > 0 && hits == total);
     assert!(corpus.fingerprint_index("user-pii").unwrap().is_none());
+    // The excluded class's refused text is in its deny index instead.
+    let deny = corpus.denied_index("user-pii").unwrap().unwrap();
+    let customer = first["text"].as_str().unwrap();
+    let (total, hits) = deny.overlap(customer);
+    assert!(total > 0 && hits == total, "{hits}/{total}");
+    assert_eq!(fp.overlap(customer).1, 0);
+    // A license refusal is not excluded content: no deny index for its class.
+    let gpl_class = corpus.sources()[by_id("gpl-snippets")].class.clone();
+    if corpus
+        .sources()
+        .iter()
+        .all(|s| s.class != gpl_class || !s.admitted)
+    {
+        assert!(corpus.denied_index(&gpl_class).unwrap().is_none());
+    }
+}
+
+const DENY_DECLARATION: &str = r#"
+[corpus]
+name = "deny"
+description = "deny index fixture"
+
+[policy]
+admitted_licenses = ["CC0-1.0"]
+excluded_classes = ["secret"]
+
+[[source]]
+id = "prose"
+path = "prose.txt"
+format = "text"
+license = "CC0-1.0"
+class = "prose"
+depth = "deep"
+provenance = { origin = "test", collected = "2026-12-01", collector = "test", notes = "" }
+
+[[source]]
+id = "vault"
+path = "vault.txt"
+format = "text"
+license = "CC0-1.0"
+class = "secret"
+depth = "deep"
+provenance = { origin = "test", collected = "2026-12-01", collector = "test", notes = "" }
+
+[[source]]
+id = "copyleft"
+path = "copyleft.txt"
+format = "text"
+license = "GPL-3.0-only"
+class = "code"
+depth = "deep"
+provenance = { origin = "test", collected = "2026-12-01", collector = "test", notes = "" }
+"#;
+
+const PROSE: &str = "the miller walked beside the old river at dawn and opened the gate\n\nthe baker sang a quiet song while the bread rose in the warm stone oven";
+const COPYLEFT: &str = "fn main prints hello world to the terminal and then exits with status zero";
+
+fn deny_fixture(dir: &Path, vault: &str) -> std::path::PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("prose.txt"), PROSE).unwrap();
+    std::fs::write(dir.join("vault.txt"), vault).unwrap();
+    std::fs::write(dir.join("copyleft.txt"), COPYLEFT).unwrap();
+    std::fs::write(dir.join("declaration.toml"), DENY_DECLARATION).unwrap();
+    dir.join("declaration.toml")
+}
+
+/// Admission fingerprints the text of a source refused as excluded content into
+/// `fingerprints/denied/<class>.fp` without admitting it: the sample index, the corpus root and
+/// the admitted fingerprints do not depend on that text; a license refusal gets no deny index;
+/// the deny file is committed by the signature, so a swapped one is refused.
+#[test]
+fn refused_excluded_class_text_goes_into_the_deny_index_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (key, trust) = keys();
+    let vault = "the launch code for the northern silo is kept under the third loose brick\n\nnever tell the courier which door of the archive stays unlocked at night";
+    let decl = deny_fixture(&tmp.path().join("a"), vault);
+    let out = tmp.path().join("admitted-a");
+    let admission = admit(&decl, &out, &key, &AdmitOptions::default()).unwrap();
+    let corpus = AdmittedCorpus::load(&out, &trust).unwrap();
+
+    let deny = corpus.denied_index("secret").unwrap().unwrap();
+    for doc in vault.split("\n\n") {
+        let (total, hits) = deny.overlap(doc);
+        assert!(total > 0 && hits == total, "{doc}: {hits}/{total}");
+        assert_eq!(corpus.lookup(&warden_corpus::sample_hash(doc)), None);
+    }
+    // Re-cased text matches too (the scheme lowercases).
+    for doc in vault.split("\n\n") {
+        let (total, hits) = deny.overlap(&doc.to_uppercase());
+        assert!(total > 0 && hits == total, "{doc}: {hits}/{total}");
+    }
+    assert!(corpus.fingerprint_index("secret").unwrap().is_none());
+    let prose = corpus.fingerprint_index("prose").unwrap().unwrap();
+    assert_eq!(prose.overlap(vault).1, 0);
+    assert_eq!(deny.overlap(PROSE).1, 0);
+    // The license-refused source is not excluded content: no deny index, no admitted one.
+    assert!(corpus.denied_index("code").unwrap().is_none());
+    assert!(corpus.fingerprint_index("code").unwrap().is_none());
+    let record = corpus
+        .body()
+        .classes
+        .iter()
+        .find(|c| c.class == "secret")
+        .unwrap();
+    let denied = record.denied.as_ref().unwrap();
+    assert_eq!(denied.file, "fingerprints/denied/secret.fp");
+    assert_eq!(denied.scheme, "token-8gram-v1");
+    assert_eq!(denied.n_grams, deny.len() as u64);
+    assert_eq!(corpus.body().format, "warden-corpus-declaration/v3");
+    warden_corpus::verify::verify(&out, &trust).unwrap();
+
+    // Other refused text: the admitted outputs are identical, only the deny index differs.
+    let decl_b = deny_fixture(
+        &tmp.path().join("b"),
+        "an entirely different secret about the harbour ledger and the missing brass key of the tower",
+    );
+    let out_b = tmp.path().join("admitted-b");
+    let b = admit(&decl_b, &out_b, &key, &AdmitOptions::default()).unwrap();
+    assert_eq!(b.root, admission.root);
+    assert_eq!(b.body.sample_index, admission.body.sample_index);
+    let fp = |body: &warden_corpus::DeclarationBody, class: &str| {
+        body.classes
+            .iter()
+            .find(|c| c.class == class)
+            .and_then(|c| c.fingerprint.clone())
+    };
+    assert_eq!(fp(&b.body, "prose"), fp(&admission.body, "prose"));
+    let denied_b = b.body.classes.iter().find(|c| c.class == "secret").unwrap();
+    assert_ne!(denied_b.denied.as_ref().unwrap().sha256, denied.sha256);
+
+    // Swapping in another admission's deny file is detected against the signed digest.
+    std::fs::copy(
+        out_b.join("fingerprints/denied/secret.fp"),
+        out.join("fingerprints/denied/secret.fp"),
+    )
+    .unwrap();
+    let corpus = AdmittedCorpus::load(&out, &trust).unwrap();
+    let err = corpus.denied_index("secret").unwrap_err().to_string();
+    assert!(
+        err.contains("fingerprints/denied/secret.fp") && err.contains(&denied.sha256),
+        "{err}"
+    );
+    assert!(warden_corpus::verify::verify(&out, &trust).is_err());
 }
 
 #[test]

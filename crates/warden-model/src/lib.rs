@@ -2,13 +2,28 @@
 //! definition of the network) and llama-family GGUF models, behind one incremental interface the
 //! governed decode loop drives.
 
+pub mod gguf;
+pub mod gpt;
+
 /// Errors from building, loading or running a model.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ModelError {
     #[error("tensor operation failed: {0}")]
     Candle(#[from] candle_core::Error),
     #[error("{0}")]
     Invalid(String),
+    /// A model configuration field out of range (names the field, e.g. `model.heads`).
+    #[error("invalid model configuration: {field}: {reason}")]
+    Config { field: String, reason: String },
+    /// Parameters that do not fit the configuration (names the tensor).
+    #[error("model parameters: {0}")]
+    Parameters(String),
+    #[error("{path}: {reason}")]
+    Gguf {
+        path: std::path::PathBuf,
+        reason: String,
+    },
 }
 
 /// What the decode loop needs from a model, whatever its architecture: the text of every token,

@@ -229,6 +229,22 @@ pub fn verify_successor(
             reason: format!("it is not a version of the running bundle `{}`", cur.name),
         });
     }
+    if current.manifest_digest() != candidate.manifest_digest() {
+        let name = |d: Option<[u8; 32]>| {
+            d.map_or("no manifest".to_string(), |d| {
+                format!("manifest sha256:{}", hex::encode(d))
+            })
+        };
+        return Err(PolicyError::Succession {
+            name: cand.name.clone(),
+            version: cand.version,
+            reason: format!(
+                "it was admitted against {}, the running version against {}: a successor must be admitted for the running model's manifest (a bundle for another model is loaded with that model, not hot-swapped)",
+                name(candidate.manifest_digest()),
+                name(current.manifest_digest())
+            ),
+        });
+    }
     signing::check_succession(candidate.bundle(), Some(cur.version))
 }
 
@@ -470,6 +486,7 @@ pub struct Workflow<'a> {
     log: Option<&'a dyn PolicyLog>,
     key: &'a SigningKey,
     trust: &'a TrustStore,
+    manifest: Option<[u8; 32]>,
 }
 
 /// What an admission did.
@@ -505,7 +522,20 @@ impl<'a> Workflow<'a> {
             log,
             key,
             trust,
+            manifest: None,
         })
+    }
+
+    /// Admits against a training manifest: `digest` is the SHA-256 of the manifest file, named in
+    /// the signed statement, the `policy.admission` record and a `policy.rejection` record. The
+    /// bundle given to [`Workflow::admit`] is expected to be merged with the manifest's derived
+    /// predicates already ([`crate::derive::merge`]). Once a directory's head names a manifest,
+    /// admitting a successor without one is refused (it would silently drop the derived
+    /// constraints); a successor for another manifest (a retrained model) is admitted, and
+    /// [`verify_successor`] refuses to hot-swap it into a runtime serving the old model.
+    pub fn with_manifest(mut self, digest: [u8; 32]) -> Workflow<'a> {
+        self.manifest = Some(digest);
+        self
     }
 
     /// Admits `bundle` into the directory (and the lineage), or records the gate's rejection.
@@ -557,7 +587,7 @@ impl<'a> Workflow<'a> {
                     });
                 }
             }
-            if pending.statement().digest != digest {
+            if pending.statement().digest != digest || pending.manifest_digest() != self.manifest {
                 return Err(PolicyError::Directory {
                     location,
                     reason: format!(
@@ -599,10 +629,24 @@ impl<'a> Workflow<'a> {
             });
         }
         signing::check_succession(bundle, top.as_ref().map(|(v, _)| *v))?;
+        if let (Some(head), None) = (&survey.installed, self.manifest) {
+            if let Some(manifest) = head.manifest_digest() {
+                return Err(PolicyError::Succession {
+                    name: bundle.name.clone(),
+                    version: bundle.version,
+                    reason: format!(
+                        "the admitted {} was admitted against manifest sha256:{}: admit its successor with --manifest (without it the constraints derived from the model's training would be dropped)",
+                        head.statement().version_id,
+                        hex::encode(manifest)
+                    ),
+                });
+            }
+        }
 
         match prove(bundle, bound) {
             Err(rejection) => {
-                let payload = records::rejection_payload(bundle, &rejection, acknowledge);
+                let mut payload = records::rejection_payload(bundle, &rejection, acknowledge);
+                payload.manifest = self.manifest.map(hex::encode);
                 let value = serde_json::to_value(&payload).map_err(|e| PolicyError::Malformed {
                     origin: rejected.clone(),
                     reason: e.to_string(),
@@ -630,7 +674,14 @@ impl<'a> Workflow<'a> {
                 })
             }
             Ok(proof) => {
-                let signed = signing::admit(bundle, &proof, self.key, now, acknowledge)?;
+                let signed = signing::admit_for_manifest(
+                    bundle,
+                    &proof,
+                    self.key,
+                    now,
+                    acknowledge,
+                    self.manifest,
+                )?;
                 let file = history_file(bundle.version);
                 let verified = VerifiedBundle::verify(
                     signed.to_bytes(),
@@ -1077,5 +1128,93 @@ mod tests {
             err,
             "bundle `b` version 1 refused: version 1 is not above the admitted version 2"
         );
+    }
+
+    #[test]
+    fn the_manifest_digest_is_signed_recorded_and_checked_on_succession() {
+        let mem = Mem::default();
+        let (key, trust) = authority();
+        let manifest = [9u8; 32];
+        let admit_for = |bundle: &Bundle, digest: [u8; 32]| {
+            Workflow::new(&mem, Some(&mem as &dyn PolicyLog), &key, &trust)
+                .unwrap()
+                .with_manifest(digest)
+                .admit(bundle, None, &Bound::default(), SystemTime::UNIX_EPOCH)
+                .unwrap()
+        };
+        let Outcome::Admitted { verified, .. } = admit_for(&v1(), manifest) else {
+            panic!("v1 must be admitted");
+        };
+        assert_eq!(verified.manifest_digest(), Some(manifest));
+        assert_eq!(
+            verified.statement().manifest.as_deref(),
+            Some(hex::encode(manifest).as_str())
+        );
+        let record = mem.log.borrow()[0].clone();
+        assert_eq!(record.kind, ADMISSION_KIND);
+        assert_eq!(record.payload["manifest"], hex::encode(manifest));
+        // Through the signed file a runtime loads.
+        let installed = mem.files.borrow()[INSTALLED_FILE].clone();
+        let loaded = crate::AdmittedBundle::load(&installed, "installed", &trust).unwrap();
+        assert_eq!(loaded.manifest_digest(), Some(manifest));
+        loaded.verified().require_manifest(&manifest).unwrap();
+        let err = loaded
+            .verified()
+            .require_manifest(&[8; 32])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!(
+                "it was admitted against manifest sha256:{}, but the model's manifest is sha256:{}",
+                hex::encode(manifest),
+                hex::encode([8u8; 32])
+            )),
+            "{err}"
+        );
+        // A successor without the manifest would drop the derived predicates: refused.
+        let err = admit(&mem, true, &v2()).unwrap_err().to_string();
+        assert!(err.contains("admit its successor with --manifest"), "{err}");
+        // A successor for another model's manifest is admitted, but never hot-swapped in.
+        let Outcome::Admitted { verified: next, .. } = admit_for(&v2(), [8; 32]) else {
+            panic!("v2 must be admitted");
+        };
+        let err = verify_successor(&verified, &next).unwrap_err().to_string();
+        assert!(
+            err.contains("a successor must be admitted for the running model's manifest"),
+            "{err}"
+        );
+        let Outcome::Admitted { verified: same, .. } =
+            admit_for(&text("version = 3\nsucceeds = 2", 30), [8; 32])
+        else {
+            panic!("v3 must be admitted");
+        };
+        verify_successor(&next, &same).unwrap();
+
+        // A rejection names the manifest too.
+        let bad = Bundle::parse(
+            "[bundle]\nname = \"b\"\nversion = 4\nsucceeds = 3\n[vocabulary]\n\"output.tokens\" = { int = [0, 100] }\n[[predicate]]\nid = \"low\"\ncategory = \"structural\"\nrequire = \"output.tokens <= 10\"\n[[predicate]]\nid = \"high\"\ncategory = \"structural\"\nrequire = \"output.tokens >= 20\"\n",
+            "bad.toml",
+        )
+        .unwrap();
+        assert!(matches!(admit_for(&bad, [8; 32]), Outcome::Rejected { .. }));
+        let log = mem.log.borrow();
+        let rejection = log.last().unwrap();
+        assert_eq!(rejection.kind, REJECTION_KIND);
+        assert_eq!(rejection.payload["manifest"], hex::encode([8u8; 32]));
+    }
+
+    #[test]
+    fn a_bundle_admitted_without_a_manifest_encodes_as_before() {
+        let mem = Mem::default();
+        let Outcome::Admitted { verified, .. } = admit(&mem, true, &v1()).unwrap() else {
+            panic!("v1 must be admitted");
+        };
+        assert_eq!(verified.manifest_digest(), None);
+        assert!(
+            !String::from_utf8_lossy(&verified.statement().canonical_bytes()).contains("manifest")
+        );
+        assert!(mem.log.borrow()[0].payload.get("manifest").is_none());
+        let err = verified.require_manifest(&[1; 32]).unwrap_err().to_string();
+        assert!(err.contains("it was admitted without a manifest"), "{err}");
     }
 }

@@ -173,6 +173,12 @@ impl AdmittedBundle {
         &self.verified.statement().version_id
     }
 
+    /// SHA-256 of the training manifest file the bundle was admitted against, if any (see
+    /// [`VerifiedBundle::require_manifest`] to refuse a bundle for another model).
+    pub fn manifest_digest(&self) -> Option<[u8; 32]> {
+        self.verified.manifest_digest()
+    }
+
     /// The index of an attribute (for [`Transition::set_int`]).
     pub fn attribute_index(&self, name: &str) -> Option<u32> {
         self.verified.bundle().vocabulary.lookup(name)

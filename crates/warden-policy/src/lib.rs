@@ -12,6 +12,10 @@
 //! 4. [`AdmittedBundle::load`] verifies the signature once and compiles the predicates to a flat
 //!    form; [`evaluate`] then judges transitions without allocating.
 //!
+//! With a training manifest, [`derive::derive`] turns it into predicates and [`derive::merge`]
+//! adds them to the operator's bundle before step 2; the signed statement then names the
+//! manifest's digest ([`VerifiedBundle::manifest_digest`]).
+//!
 //! 5. [`admission::Workflow`] runs steps 1–3 over one bundle directory and the lineage (head
 //!    resolution, rejection memory, write order, crash recovery), and [`admission::resolve_head`]
 //!    is what a runtime loads: never a lower version than the highest it can verify.
@@ -67,6 +71,7 @@
 
 pub mod admission;
 pub mod bundle;
+pub mod derive;
 mod encode;
 pub mod eval;
 pub mod gate;
@@ -141,4 +146,8 @@ pub enum PolicyError {
     },
     #[error("transition: {0}")]
     Transition(String),
+    /// A training manifest that cannot be derived from, a derived vocabulary that conflicts with
+    /// the operator's, or a bundle admitted for another manifest.
+    #[error("{what}: {reason}")]
+    Manifest { what: String, reason: String },
 }

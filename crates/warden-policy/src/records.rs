@@ -32,6 +32,9 @@ pub struct AdmissionPayload {
     pub checks: Vec<String>,
     pub stats: Stats,
     pub acknowledge: Option<String>,
+    /// SHA-256 (hex) of the training manifest file the bundle was admitted against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<String>,
 }
 
 /// Payload of a `policy.rejection` record.
@@ -56,6 +59,9 @@ pub struct RejectionPayload {
     pub bound: Bound,
     pub stats: Stats,
     pub acknowledge: Option<String>,
+    /// SHA-256 (hex) of the training manifest file the bundle was merged with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<String>,
 }
 
 /// The `policy.admission` payload of a signed statement whose bytes hash to `statement_sha256`.
@@ -77,6 +83,7 @@ pub fn admission_payload(s: &Statement, statement_sha256: String) -> AdmissionPa
             .collect(),
         stats: s.proof.stats,
         acknowledge: s.acknowledge.clone(),
+        manifest: s.manifest.clone(),
     }
 }
 
@@ -114,6 +121,7 @@ pub fn rejection_payload(
         bound: rejection.bound,
         stats: rejection.stats,
         acknowledge: acknowledge.map(str::to_string),
+        manifest: None,
     }
 }
 

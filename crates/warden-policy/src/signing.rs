@@ -60,6 +60,11 @@ pub struct Statement {
     pub signer: KeyRef,
     /// Why an earlier rejection of this same digest was revisited, if it was.
     pub acknowledge: Option<String>,
+    /// SHA-256 (hex) of the training manifest file the bundle was admitted against (its derived
+    /// predicates are in `canonical_text`); absent for a bundle admitted without one. Omitted from
+    /// the encoding when absent, so statements signed before this field existed still verify.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<String>,
 }
 
 impl Statement {
@@ -175,6 +180,19 @@ pub fn admit(
     at: SystemTime,
     acknowledge: Option<&str>,
 ) -> Result<SignedBundle, PolicyError> {
+    admit_for_manifest(bundle, proof, key, at, acknowledge, None)
+}
+
+/// [`admit`], naming in the signed statement the SHA-256 of the training manifest file the
+/// bundle was merged with ([`crate::derive::merge`]).
+pub fn admit_for_manifest(
+    bundle: &Bundle,
+    proof: &Proof,
+    key: &SigningKey,
+    at: SystemTime,
+    acknowledge: Option<&str>,
+    manifest: Option<[u8; 32]>,
+) -> Result<SignedBundle, PolicyError> {
     if key.role() != Role::PolicyAuthority {
         return Err(PolicyError::WrongRole {
             key: key.key_ref().to_string(),
@@ -211,6 +229,7 @@ pub fn admit(
         admitted_at: humantime::format_rfc3339_seconds(at).to_string(),
         signer: key.key_ref(),
         acknowledge: acknowledge.map(str::to_string),
+        manifest: manifest.map(hex::encode),
     };
     let canonical = statement.canonical_bytes();
     let bytes = seal(SIGNING_DOMAIN, &canonical, key);
@@ -227,6 +246,15 @@ pub struct VerifiedBundle {
     statement: Statement,
     bundle: Bundle,
     statement_digest: [u8; 32],
+    manifest: Option<[u8; 32]>,
+}
+
+/// 64 lowercase hex digits → 32 bytes.
+fn parse_digest(text: &str) -> Option<[u8; 32]> {
+    if text.len() != 64 || text.chars().any(|c| c.is_ascii_uppercase()) {
+        return None;
+    }
+    hex::decode(text).ok()?.try_into().ok()
 }
 
 impl VerifiedBundle {
@@ -274,11 +302,52 @@ impl VerifiedBundle {
                 "signed statement does not match its canonical bundle text".into(),
             ));
         }
+        let manifest = match &statement.manifest {
+            None => None,
+            Some(text) => Some(parse_digest(text).ok_or_else(|| {
+                malformed(format!(
+                    "manifest digest `{text}` is not 64 lowercase hex digits"
+                ))
+            })?),
+        };
         Ok(VerifiedBundle {
             statement,
             bundle,
             statement_digest: Sha256::digest(&payload).into(),
+            manifest,
         })
+    }
+
+    /// SHA-256 of the training manifest file this bundle was admitted against, if any. A
+    /// runtime refuses the bundle for a model whose manifest has another digest
+    /// ([`VerifiedBundle::require_manifest`]).
+    pub fn manifest_digest(&self) -> Option<[u8; 32]> {
+        self.manifest
+    }
+
+    /// Refuses this bundle unless it was admitted against the manifest whose file hashes to
+    /// `manifest` (a bundle admitted without a manifest is refused too: its predicates were not
+    /// checked against this model's training).
+    pub fn require_manifest(&self, manifest: &[u8; 32]) -> Result<(), PolicyError> {
+        let what = format!("bundle {}", self.statement.version_id);
+        match self.manifest {
+            Some(ours) if ours == *manifest => Ok(()),
+            Some(ours) => Err(PolicyError::Manifest {
+                what,
+                reason: format!(
+                    "it was admitted against manifest sha256:{}, but the model's manifest is sha256:{}: admit the bundle with --manifest for this model",
+                    hex::encode(ours),
+                    hex::encode(manifest)
+                ),
+            }),
+            None => Err(PolicyError::Manifest {
+                what,
+                reason: format!(
+                    "it was admitted without a manifest, but the model has one (sha256:{}): admit it with --manifest",
+                    hex::encode(manifest)
+                ),
+            }),
+        }
     }
 
     pub fn statement(&self) -> &Statement {

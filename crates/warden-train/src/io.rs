@@ -4,7 +4,6 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
-use sha2::{Digest as _, Sha256};
 
 use crate::TrainError;
 
@@ -85,23 +84,10 @@ pub fn read_safetensors(bytes: &[u8], origin: &str) -> Result<(Tensors, Metadata
     Ok((tensors.into_iter().collect(), metadata))
 }
 
-/// SHA-256 over every parameter in name order: name, NUL, shape (u64 LE each), f32 LE values.
+/// SHA-256 over every parameter in name order: name, NUL, shape (u64 LE each), f32 LE values
+/// (the one encoder is `warden_model::gpt::parameter_digest`).
 pub fn parameter_digest(tensors: &BTreeMap<String, Tensor>) -> Result<[u8; 32], TrainError> {
-    let mut hasher = Sha256::new();
-    for (name, tensor) in tensors {
-        hasher.update(name.as_bytes());
-        hasher.update([0u8]);
-        for d in tensor.dims() {
-            hasher.update((*d as u64).to_le_bytes());
-        }
-        let values = tensor.flatten_all()?.to_vec1::<f32>()?;
-        let mut buf = Vec::with_capacity(values.len() * 4);
-        for v in values {
-            buf.extend_from_slice(&v.to_le_bytes());
-        }
-        hasher.update(&buf);
-    }
-    Ok(hasher.finalize().into())
+    Ok(warden_model::gpt::parameter_digest(tensors)?)
 }
 
 #[cfg(test)]

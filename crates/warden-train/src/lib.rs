@@ -110,6 +110,21 @@ pub enum TrainError {
     Internal(String),
 }
 
+/// Model errors keep their meaning in training: a configuration field stays a field error and
+/// parameters that do not fit stay a checkpoint error, with the model's message.
+impl From<warden_model::ModelError> for TrainError {
+    fn from(error: warden_model::ModelError) -> TrainError {
+        use warden_model::ModelError;
+        match error {
+            ModelError::Config { field, reason } => TrainError::Field { field, reason },
+            ModelError::Parameters(reason) => TrainError::CheckpointContent(reason),
+            ModelError::Candle(source) => TrainError::Tensor(source),
+            ModelError::Invalid(reason) => TrainError::Internal(reason),
+            other => TrainError::Internal(other.to_string()),
+        }
+    }
+}
+
 impl TrainError {
     /// An IO error on `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> TrainError {

@@ -290,6 +290,12 @@ impl From<TrainError> for Stop {
     }
 }
 
+impl From<warden_model::ModelError> for Stop {
+    fn from(err: warden_model::ModelError) -> Stop {
+        Stop::Error(err.into())
+    }
+}
+
 impl From<candle_core::Error> for Stop {
     fn from(err: candle_core::Error) -> Stop {
         Stop::Error(err.into())

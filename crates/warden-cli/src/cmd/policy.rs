@@ -12,11 +12,13 @@ use std::time::{Instant, SystemTime};
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
+use sha2::{Digest as _, Sha256};
 use warden_keys::{Role, SigningKey, TrustStore};
 use warden_lineage::{RecordDraft, SignedRecord};
 use warden_policy::admission::{
     self, BundleFiles, LoggedRecord, Outcome, PolicyLog, StorageError, Workflow,
 };
+use warden_policy::derive::Derived;
 use warden_policy::gate::Finding;
 use warden_policy::signing::{self, Statement};
 use warden_policy::{evaluate, prove, AdmittedBundle, Bound, Bundle, Verdict, VerifiedBundle};
@@ -70,8 +72,20 @@ pub enum Command {
         /// Required to resubmit a bundle digest the lineage already rejected: what was revisited.
         #[arg(long)]
         acknowledge: Option<String>,
+        /// A training manifest (RUN_DIR/manifest.intoto.json, verified through the trust file):
+        /// its derived predicates are merged into the bundle before the gate, and the signed
+        /// statement and lineage record name its SHA-256.
+        #[arg(long)]
+        manifest: Option<PathBuf>,
         #[command(flatten)]
         bound: BoundArgs,
+    },
+    /// Verify a training manifest (training authority, through the trust file) and print the
+    /// predicates it implies as bundle TOML on stdout.
+    Derive {
+        manifest: PathBuf,
+        #[arg(long)]
+        trust: PathBuf,
     },
     /// Evaluate one transition against the head of an admitted bundle directory (checked against
     /// its signed head record, its history and, with --lineage, the lineage).
@@ -155,6 +169,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             lineage,
             trust,
             acknowledge,
+            manifest,
             bound,
         } => {
             let key = Arc::new(fs::load_signing_key(&key)?);
@@ -179,6 +194,7 @@ pub fn run(command: Command) -> anyhow::Result<()> {
                 out: &out,
                 lineage: lineage.as_ref(),
                 acknowledge: acknowledge.as_deref(),
+                manifest: manifest.as_deref(),
                 bound: bound.bound(),
             };
             let outcome = admit_bundle(&request);
@@ -191,6 +207,18 @@ pub fn run(command: Command) -> anyhow::Result<()> {
                     anyhow::bail!("{}: rejected: {message}", bundle.display())
                 }
             }
+        }
+        Command::Derive { manifest, trust } => {
+            let trust = fs::load_trust(&trust)?;
+            let loaded = load_manifest(&manifest, &trust)?;
+            outln!(
+                "# derived from {} (sha256:{}), signed by {} (training-authority, verified)",
+                manifest.display(),
+                hex::encode(loaded.digest),
+                loaded.signer
+            );
+            out!("{}", loaded.derived.to_toml());
+            Ok(())
         }
         Command::Eval {
             admitted,
@@ -245,6 +273,9 @@ pub fn run(command: Command) -> anyhow::Result<()> {
                 outln!("succeeds:    version {succeeds}");
             }
             outln!("digest:      {}", statement.digest);
+            if let Some(manifest) = &statement.manifest {
+                outln!("manifest:    sha256:{manifest}");
+            }
             outln!("admitted at: {}", statement.admitted_at);
             outln!(
                 "signer:      {} (policy-authority, verified)",
@@ -271,6 +302,46 @@ pub fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// A training manifest whose DSSE envelope verified, and what it implies.
+pub struct LoadedManifest {
+    /// SHA-256 of the manifest file's bytes (what admitted bundles name).
+    pub digest: [u8; 32],
+    /// The training-authority key that signed it.
+    pub signer: String,
+    pub derived: Derived,
+}
+
+/// Reads a training manifest, verifies its DSSE envelope for the training authority through
+/// `trust`, checks its predicate type and derives its constraints. Errors name the file.
+pub fn load_manifest(path: &Path, trust: &TrustStore) -> anyhow::Result<LoadedManifest> {
+    let shown = path.display();
+    let bytes = std::fs::read(path).with_context(|| format!("{shown}: cannot read"))?;
+    let digest: [u8; 32] = Sha256::digest(&bytes).into();
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| anyhow::anyhow!("{shown}: not a DSSE envelope: not UTF-8"))?;
+    let envelope = warden_attest::Envelope::from_json(text)
+        .map_err(|e| anyhow::anyhow!("{shown}: not a DSSE envelope: {e}"))?;
+    let verified = warden_attest::verify_envelope(&envelope, trust, Role::TrainingAuthority)
+        .map_err(|e| {
+            anyhow::anyhow!("{shown}: the manifest does not verify as signed by a training authority of the trust file: {e}")
+        })?;
+    let statement = verified.statement;
+    if statement.predicate_type != warden_train::manifest::PREDICATE_TYPE {
+        anyhow::bail!(
+            "{shown}: predicate type `{}` is not a Warden training manifest ({})",
+            statement.predicate_type,
+            warden_train::manifest::PREDICATE_TYPE
+        );
+    }
+    let derived = warden_policy::derive::derive(&statement.predicate)
+        .map_err(|e| anyhow::anyhow!("{shown}: {e}"))?;
+    Ok(LoadedManifest {
+        digest,
+        signer: verified.signer.to_string(),
+        derived,
+    })
 }
 
 fn read_bundle(path: &Path) -> anyhow::Result<Bundle> {
@@ -489,6 +560,9 @@ fn print_admission(statement: &Statement, n_predicates: usize, out: &Path) {
     for (check, line) in &statement.proof.checks {
         outln!("  {check:<20} {line}");
     }
+    if let Some(manifest) = &statement.manifest {
+        outln!("  against manifest sha256:{manifest}");
+    }
     outln!(
         "  signed by {} at {}",
         statement.signer,
@@ -504,6 +578,8 @@ pub struct AdmitRequest<'a> {
     pub out: &'a Path,
     pub lineage: Option<&'a Lineage>,
     pub acknowledge: Option<&'a str>,
+    /// A training manifest to merge the derived predicates of (`policy admit --manifest`).
+    pub manifest: Option<&'a Path>,
     pub bound: Bound,
 }
 
@@ -517,18 +593,38 @@ pub enum Admission {
 /// before the gate (parse errors, untrusted keys, version order, unacknowledged resubmission, an
 /// inconsistent directory) are errors; the gate's rejections are recorded and returned.
 pub fn admit_bundle(request: &AdmitRequest<'_>) -> anyhow::Result<Admission> {
-    let bundle = read_bundle(request.bundle_path)?;
+    let mut bundle = read_bundle(request.bundle_path)?;
+    let mut manifest_digest = None;
+    if let Some(path) = request.manifest {
+        let loaded = load_manifest(path, request.trust)?;
+        let origin = format!(
+            "{} + predicates derived from {}",
+            request.bundle_path.display(),
+            path.display()
+        );
+        bundle = warden_policy::derive::merge(&bundle, &loaded.derived, &origin)?;
+        outln!(
+            "merged {} predicates derived from {} (sha256:{}) before the gate",
+            loaded.derived.predicates.len(),
+            path.display(),
+            hex::encode(loaded.digest)
+        );
+        manifest_digest = Some(loaded.digest);
+    }
     let files = DirFiles { dir: request.out };
     let log = request.lineage.map(|lineage| LineageLog::Append {
         lineage,
         key: request.key,
     });
-    let workflow = Workflow::new(
+    let mut workflow = Workflow::new(
         &files,
         log.as_ref().map(|l| l as _),
         request.key,
         request.trust,
     )?;
+    if let Some(digest) = manifest_digest {
+        workflow = workflow.with_manifest(digest);
+    }
     let outcome = workflow.admit(
         &bundle,
         request.acknowledge,
@@ -802,6 +898,7 @@ pub fn demo_stage(ctx: &mut super::demo::DemoContext) -> anyhow::Result<()> {
             out: &out,
             lineage: Some(ctx.lineage()?),
             acknowledge: ack,
+            manifest: None,
             bound: Bound::default(),
         })
     };
