@@ -124,6 +124,8 @@ struct RunView {
     retained: BTreeMap<u64, String>,
     /// Policy version → the policy (from the start config and transitions).
     policies: BTreeMap<String, TrainingPolicy>,
+    /// Sum of the `seconds` the run's `train.complete` records report (None without one).
+    training_seconds: Option<f64>,
 }
 
 impl RunView {
@@ -156,6 +158,7 @@ impl RunView {
             retained.insert(0, sha.to_string());
         }
         let mut iterations: BTreeMap<u64, Recorded> = BTreeMap::new();
+        let mut training_seconds = None;
         for r in &records[1..] {
             let payload = &r.record.payload;
             match r.record.kind.as_str() {
@@ -180,6 +183,11 @@ impl RunView {
                         },
                     );
                 }
+                "train.complete" => {
+                    if let Some(seconds) = payload["seconds"].as_f64() {
+                        training_seconds = Some(training_seconds.unwrap_or(0.0) + seconds);
+                    }
+                }
                 "train.transition" => {
                     if let Some(text) = payload["policy_text"].as_str() {
                         let origin = format!("lineage record {} (train.transition)", r.record.seq);
@@ -198,6 +206,7 @@ impl RunView {
             iterations,
             retained,
             policies,
+            training_seconds,
         })
     }
 
@@ -224,42 +233,91 @@ pub fn update_norm(payload: &Value) -> f64 {
     sum.sqrt()
 }
 
-/// The iterations to replay: of the run's recorded `train.iteration`s (`records` from its
+/// The iterations a spot check replays, by why they were chosen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Selection {
+    /// The `K/2` with the largest [`update_norm`]s.
+    pub by_update_norm: Vec<u64>,
+    /// `K − K/2` drawn from the rest by the lineage-root seed.
+    pub by_lineage_root: Vec<u64>,
+}
+
+impl Selection {
+    /// Every chosen iteration, ascending.
+    pub fn all(&self) -> Vec<u64> {
+        let mut all: Vec<u64> = self
+            .by_update_norm
+            .iter()
+            .chain(&self.by_lineage_root)
+            .copied()
+            .collect();
+        all.sort_unstable();
+        all
+    }
+}
+
+/// The iterations to replay: of the run's recorded iterations (`train.iteration` and
+/// `train.failure`, the last record of each; `records` from its
 /// `train.start`, see [`run_records`]), the `count / 2` with the largest [`update_norm`] (ties:
 /// the earlier iteration) and `count − count / 2` more drawn without replacement by
 /// `ChaCha20Rng::from_seed(SHA-256("warden/replay-select/v1\n" ‖ lineage_root))` (a partial
-/// Fisher–Yates shuffle of the rest, in iteration order). All of them when `count` is at least
-/// their number. Sorted ascending.
-pub fn select(records: &[SignedRecord], count: usize, lineage_root: &[u8; 32]) -> Vec<u64> {
-    let view = match RunView::read(records) {
-        Ok(view) => view,
-        Err(_) => return Vec::new(),
-    };
+/// Fisher–Yates shuffle of the rest, in iteration order). All of them (as drawn) when `count`
+/// is at least their number.
+///
+/// The trainer signs every record before the root that covers them exists, so it cannot know
+/// which iterations the seed will pick; the largest updates are where an invented record would
+/// gain the most.
+pub fn select(
+    records: &[SignedRecord],
+    count: usize,
+    lineage_root: &[u8; 32],
+) -> Result<Selection, TrainError> {
+    let view = RunView::read(records)?;
+    // Every recorded iteration, failures too (a quarantine's rollback is re-executed like any
+    // update; a failure updates nothing, so its norm is 0).
     let mut candidates: Vec<(u64, f64)> = view
         .iterations
         .iter()
-        .filter(|(_, r)| r.kind == "train.iteration")
         .map(|(&i, r)| (i, update_norm(&r.payload)))
         .collect();
-    if count >= candidates.len() {
-        return candidates.into_iter().map(|(i, _)| i).collect();
-    }
+    let count = count.min(candidates.len());
     candidates.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     let top = count / 2;
-    let mut chosen: Vec<u64> = candidates[..top].iter().map(|(i, _)| *i).collect();
+    let mut by_update_norm: Vec<u64> = candidates[..top].iter().map(|(i, _)| *i).collect();
     let mut rest: Vec<u64> = candidates[top..].iter().map(|(i, _)| *i).collect();
     rest.sort_unstable();
     let mut seed = Sha256::new();
     seed.update(b"warden/replay-select/v1\n");
     seed.update(lineage_root);
     let mut rng = ChaCha20Rng::from_seed(seed.finalize().into());
+    let mut by_lineage_root = Vec::with_capacity(count - top);
     for k in 0..count - top {
         let j = rng.gen_range(k..rest.len());
         rest.swap(k, j);
-        chosen.push(rest[k]);
+        by_lineage_root.push(rest[k]);
     }
-    chosen.sort_unstable();
-    chosen
+    by_update_norm.sort_unstable();
+    by_lineage_root.sort_unstable();
+    Ok(Selection {
+        by_update_norm,
+        by_lineage_root,
+    })
+}
+
+/// `warden audit --replay K` in one call: of the run in `run_dir` (the one whose latest
+/// `train.start` in `records` names it), [`select`]s `count` iterations from `lineage_root`
+/// and [`replay`]s them. The caller has verified the lineage (`records` and `lineage_root`
+/// are the verified log's); `trust` checks the corpus declaration replay loads.
+pub fn spot_check(
+    run_dir: &Path,
+    records: &[SignedRecord],
+    trust: &TrustStore,
+    count: usize,
+    lineage_root: &[u8; 32],
+) -> Result<(Selection, ReplayReport), TrainError> {
+    let selection = select(run_records(records, run_dir)?, count, lineage_root)?;
+    let report = replay(run_dir, records, trust, &selection.all())?;
+    Ok((selection, report))
 }
 
 /// The outcome of replaying one chosen iteration.
@@ -298,6 +356,11 @@ pub struct ReplayReport {
     pub recorded_build: Value,
     /// [`build_identity`] of the replaying process.
     pub current_build: Value,
+    /// Wall-clock seconds this replay took (restoring checkpoints included).
+    pub replay_seconds: f64,
+    /// Wall-clock seconds of training the run's `train.complete` records report (summed over
+    /// its commands; None when the run never completed).
+    pub training_seconds: Option<f64>,
 }
 
 impl ReplayReport {
@@ -309,6 +372,14 @@ impl ReplayReport {
     /// The auditor's cost as a fraction of the training cost: executed / trained iterations.
     pub fn cost(&self) -> f64 {
         self.executed as f64 / self.training_iterations.max(1) as f64
+    }
+
+    /// The same in wall-clock time: replay seconds / recorded training seconds (None when the
+    /// run recorded none). Measured on two machines or loads when the run was trained elsewhere.
+    pub fn time_cost(&self) -> Option<f64> {
+        self.training_seconds
+            .filter(|&t| t > 0.0)
+            .map(|t| self.replay_seconds / t)
     }
 
     /// Whether the run was recorded by this very build (δ = 0 is promised only then).
@@ -384,6 +455,7 @@ fn replay_view(
             view.start_seq
         )));
     }
+    let started = std::time::Instant::now();
     let training_iterations = view.iterations.keys().next_back().copied().unwrap_or(0);
     let mut report = ReplayReport {
         iterations: Vec::new(),
@@ -391,6 +463,8 @@ fn replay_view(
         training_iterations,
         recorded_build: view.start["build"].clone(),
         current_build: build_identity(),
+        replay_seconds: 0.0,
+        training_seconds: view.training_seconds,
     };
     // Windows: retained checkpoint → (its last iteration to run, the chosen iterations in it).
     let mut windows: BTreeMap<u64, (u64, Vec<u64>)> = BTreeMap::new();
@@ -482,6 +556,7 @@ fn replay_view(
         }
     }
     report.iterations.sort_by_key(|r| r.iteration);
+    report.replay_seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }
 

@@ -147,6 +147,9 @@ pub struct Timings {
     pub record: Duration,
     /// Encoding, content-addressing and writing the retained checkpoints.
     pub retention: Duration,
+    /// The in-memory rollback snapshot and the `checkpoint_every` resume file (not counted as
+    /// governance: a trainer without gates checkpoints too).
+    pub checkpoint: Duration,
 }
 
 impl Timings {
@@ -712,6 +715,7 @@ impl Trainer {
         sink.append("train.iteration", payload, self.policy.version())?;
         self.timings.record += t.elapsed();
 
+        let t = Instant::now();
         if iteration.is_multiple_of(self.policy.source.checkpoint_every) {
             self.checkpoint()?;
         } else if checkpoint_now {
@@ -720,6 +724,7 @@ impl Trainer {
             // `checkpoint_every` files.
             self.snapshot()?;
         }
+        self.timings.checkpoint += t.elapsed();
         self.lineage_cadence(iteration, sink)?;
         Ok(Outcome::Admitted {
             loss,

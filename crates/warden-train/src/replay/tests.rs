@@ -182,14 +182,21 @@ fn an_honest_run_replays_bit_for_bit() {
     let (records, root) = recorded_run(dir.path());
     let run = dir.path().join("run");
     let run_only = run_records(&records, &run).unwrap();
-    let chosen = select(run_only, 4, &root);
+    let selection = select(run_only, 4, &root).unwrap();
+    let chosen = selection.all();
     assert_eq!(chosen.len(), 4);
     assert_eq!(
-        chosen,
-        select(run_only, 4, &root),
+        selection,
+        select(run_only, 4, &root).unwrap(),
         "selection is a function of the root"
     );
-    // The two largest update norms are among the chosen.
+    let other_root: [u8; 32] = Sha256::digest(root).into();
+    assert_ne!(
+        selection.by_lineage_root,
+        select(run_only, 4, &other_root).unwrap().by_lineage_root,
+        "another root draws other iterations"
+    );
+    // The two largest update norms are the ones chosen by norm.
     let mut norms: Vec<(f64, u64)> = run_only
         .iter()
         .filter(|r| r.record.kind == "train.iteration")
@@ -201,7 +208,9 @@ fn an_honest_run_replays_bit_for_bit() {
         })
         .collect();
     norms.sort_by(|a, b| b.0.total_cmp(&a.0));
-    assert!(chosen.contains(&norms[0].1) && chosen.contains(&norms[1].1));
+    let mut largest = vec![norms[0].1, norms[1].1];
+    largest.sort_unstable();
+    assert_eq!(selection.by_update_norm, largest);
 
     let report = replay_with_corpus(&run, &records, corpus(), &chosen).unwrap();
     assert!(report.passed(), "{report:#?}");
