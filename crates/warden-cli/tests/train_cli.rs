@@ -190,6 +190,18 @@ impl Fixture {
         self.warden(&args)
     }
 
+    fn replay(&self, run: &str, k: usize) -> Output {
+        self.warden(&[
+            "train",
+            "replay",
+            run,
+            "--k",
+            &k.to_string(),
+            "--trust",
+            "trust.toml",
+        ])
+    }
+
     fn trust(&self) -> TrustStore {
         TrustStore::parse(
             &std::fs::read_to_string(self.path("trust.toml")).unwrap(),
@@ -325,6 +337,57 @@ fn quarantine_mode_rolls_back_and_finishes_without_the_edited_sample() {
         }
     }
     f.verify("run");
+    // The rollback is part of what replay re-executes: every iteration reproduces.
+    let out = f.replay("run", 60);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("ok: 60 iterations replayed bit for bit"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn replay_passes_on_an_honest_run_and_fails_on_a_retained_checkpoint_altered_by_one_bit() {
+    let f = Fixture::new();
+    f.write_config("r.toml", 40, "halt", "retain_every = 4");
+    assert!(f.train("r.toml", "run").status.success());
+    let out = f.replay("run", 4);
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("ok: 4 iterations replayed bit for bit (δ = 0), same build as the run"),
+        "{said}"
+    );
+    // K = 4 of 40 iterations: at most 4 iterations each from its retained checkpoint.
+    assert!(
+        said.contains("of 40 training iterations re-executed"),
+        "{said}"
+    );
+
+    // One bit of every retained checkpoint: whichever the chosen iterations start from is
+    // refused by its content address.
+    let retained = f.path("run/checkpoints/retained");
+    for entry in std::fs::read_dir(&retained).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "safetensors") {
+            let mut bytes = std::fs::read(&path).unwrap();
+            let last = bytes.len() - 1;
+            bytes[last] ^= 1;
+            std::fs::write(&path, &bytes).unwrap();
+        }
+    }
+    let out = f.replay("run", 4);
+    let said = text(&out);
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains("DIFFERS") && said.contains("the retained checkpoint was altered"),
+        "{said}"
+    );
+    assert!(
+        said.contains("4 chosen iterations do not reproduce"),
+        "{said}"
+    );
 }
 
 #[test]
@@ -392,6 +455,18 @@ fn sigkill_mid_training_then_resume_and_the_lineage_verifies() {
     let verified = f.verify("run");
     assert_eq!(verified.records, records.len() as u64);
     assert!(f.path("run/model.safetensors").exists());
+    // Every iteration, those recorded before the kill and again after the resume included,
+    // replays bit for bit from the retained checkpoints.
+    let out = f.replay("run", usize::MAX);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!(
+            "ok: {} iterations replayed bit for bit",
+            checkpoint + 6
+        )),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]
@@ -473,6 +548,15 @@ fn resume_under_a_new_policy_records_a_versioned_transition() {
     assert_eq!(last_transition.record.payload["reason"], "resume");
     assert_eq!(last_transition.record.payload["policy_from"], "train-v2");
     f.verify("run");
+
+    // Every iteration replays bit for bit across both transitions, each under its version.
+    let out = f.replay("run", 14);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("ok: 14 iterations replayed bit for bit"),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]

@@ -63,15 +63,21 @@ pub struct OverheadReport {
 }
 
 /// Runs `steps` iterations twice from the same initialization — once through every gate (records
-/// into `sink`), once as plain training — alternating which goes first, after `warmup` steps.
+/// into `sink`; checkpoints, retained ones included, into `governed_run_dir` when given), once as
+/// plain training — alternating which goes first, after `warmup` steps.
 pub fn overhead(
     config: TrainConfig,
     corpus: Arc<dyn AdmissionIndex>,
     sink: &mut dyn RecordSink,
+    governed_run_dir: Option<&Path>,
     warmup: u64,
     steps: u64,
 ) -> Result<OverheadReport, TrainError> {
-    let mut governed = Trainer::new(config.clone(), corpus.clone(), None)?;
+    let mut governed = Trainer::new(
+        config.clone(),
+        corpus.clone(),
+        governed_run_dir.map(Path::to_path_buf),
+    )?;
     let mut plain = Trainer::new(config, corpus, None)?;
     let mut governed_time = Duration::ZERO;
     let mut plain_time = Duration::ZERO;

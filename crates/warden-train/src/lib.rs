@@ -14,6 +14,7 @@ pub mod manifest;
 pub mod model;
 pub mod optim;
 pub mod policy;
+pub mod replay;
 pub mod run;
 pub mod trainer;
 

@@ -125,6 +125,11 @@ pub struct TrainingPolicy {
     pub tolerance: Option<Tolerance>,
     #[serde(default = "ten")]
     pub checkpoint_every: u64,
+    /// Every `retain_every`-th iteration's checkpoint is kept for good, content-addressed
+    /// (`RUN_DIR/checkpoints/retained/<sha256>.safetensors`, its digest in that iteration's
+    /// record), so a spot-check replay re-executes at most this many iterations. Default 4.
+    #[serde(default = "four")]
+    pub retain_every: u64,
     #[serde(default = "step_cadence")]
     pub lineage: LineageCadence,
     /// Allowed SPDX license ids; empty: any license the corpus admitted.
@@ -147,6 +152,9 @@ pub struct TrainingPolicy {
 
 fn ten() -> u64 {
     10
+}
+fn four() -> u64 {
+    4
 }
 fn step_cadence() -> LineageCadence {
     LineageCadence::Step
@@ -221,6 +229,11 @@ impl TrainingPolicy {
         if self.checkpoint_every == 0 {
             return Err(TrainError::Config(
                 "policy: checkpoint_every must be at least 1".into(),
+            ));
+        }
+        if self.retain_every == 0 {
+            return Err(TrainError::Config(
+                "policy: retain_every must be at least 1".into(),
             ));
         }
         if let LineageCadence::Window { steps: 0 } = self.lineage {

@@ -234,6 +234,8 @@ pub fn start(
         lineage: &lineage,
         key: key.clone(),
     };
+    // The initial state is retained before the record that names it.
+    let initial = trainer.retain_checkpoint()?;
     let c = &trainer.config;
     let payload = json!({
         "config_digest": hex::encode(trainer.config_digest()),
@@ -249,6 +251,8 @@ pub fn start(
             "root": hex::encode(trainer.corpus().root()),
         },
         "initial_param_digest": hex::encode(trainer.model().digest()?),
+        "initial_checkpoint": initial.to_json(),
+        "build": crate::replay::build_identity(),
         "run_dir": run_dir,
     });
     let version = trainer.policy().version().to_string();
@@ -563,6 +567,8 @@ pub fn train_into_lineage_with_canaries(
         key: key.clone(),
     };
     let version = trainer.policy().version().to_string();
+    let initial = trainer.retain_checkpoint()?;
+    let run_dir_abs = run_dir.canonicalize().map_err(|e| io_err(run_dir, e))?;
     sink.append(
         "train.start",
         json!({
@@ -575,6 +581,9 @@ pub fn train_into_lineage_with_canaries(
                 "root": hex::encode(trainer.corpus().root()),
             },
             "initial_param_digest": hex::encode(trainer.model().digest()?),
+            "initial_checkpoint": initial.to_json(),
+            "build": crate::replay::build_identity(),
+            "run_dir": run_dir_abs,
         }),
         &version,
     )?;

@@ -145,13 +145,44 @@ pub struct Timings {
     pub evaluation: Duration,
     pub digest: Duration,
     pub record: Duration,
+    /// Encoding, content-addressing and writing the retained checkpoints.
+    pub retention: Duration,
+    /// The in-memory rollback snapshot and the `checkpoint_every` resume file (not counted as
+    /// governance: a trainer without gates checkpoints too).
+    pub checkpoint: Duration,
 }
 
 impl Timings {
     pub fn governance(&self) -> Duration {
-        self.data_gate + self.detectors + self.gradient_gate + self.digest + self.record
+        self.data_gate
+            + self.detectors
+            + self.gradient_gate
+            + self.digest
+            + self.record
+            + self.retention
     }
 }
+
+/// A checkpoint kept for good for spot-check replay: `RUN_DIR/<file>`, named by the SHA-256 of
+/// its bytes (which commit to its detector sidecar by digest).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetainedCheckpoint {
+    pub iteration: u64,
+    /// SHA-256 (hex) of the safetensors file.
+    pub sha256: String,
+    /// `checkpoints/retained/<sha256>.safetensors`, relative to the run directory.
+    pub file: String,
+}
+
+impl RetainedCheckpoint {
+    /// The record form: `{"sha256", "file"}`.
+    pub fn to_json(&self) -> Value {
+        json!({"sha256": self.sha256, "file": self.file})
+    }
+}
+
+/// Where retained checkpoints live, relative to the run directory.
+pub const RETAINED_DIR: &str = "checkpoints/retained";
 
 /// The gate a failure was found at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -653,17 +684,48 @@ impl Trainer {
         let evaluation = self.evaluation_gate(iteration)?;
         self.timings.evaluation += t.elapsed();
 
+        let loss = batch.mean_loss();
+        self.advance(iteration, &batch, &decision, loss);
+        // The retained checkpoint is written before the record that names its digest; the
+        // full parameter digest is taken only where a checkpoint is (and at the last step):
+        // replay from the retained checkpoint bridges the iterations in between.
+        let checkpoint_now = self.is_checkpoint_iteration(iteration);
+        let retained = if iteration.is_multiple_of(self.policy.source.retain_every) {
+            Some(self.retain_checkpoint()?)
+        } else {
+            None
+        };
         let t = Instant::now();
-        let digest = self.model.digest()?;
+        let digest = if checkpoint_now || iteration >= self.config.steps {
+            Some(self.model.digest()?)
+        } else {
+            None
+        };
         self.timings.digest += t.elapsed();
 
         let t = Instant::now();
-        let loss = batch.mean_loss();
-        let payload = self.iteration_payload(iteration, &batch, &decision, evaluation, &digest);
+        let payload = self.iteration_payload(
+            iteration,
+            &batch,
+            &decision,
+            evaluation,
+            digest.as_ref(),
+            retained.as_ref(),
+        );
         sink.append("train.iteration", payload, self.policy.version())?;
         self.timings.record += t.elapsed();
 
-        self.after_record(iteration, &batch, &decision, loss, sink)?;
+        let t = Instant::now();
+        if iteration.is_multiple_of(self.policy.source.checkpoint_every) {
+            self.checkpoint()?;
+        } else if checkpoint_now {
+            // Retained only: the in-memory checkpoint quarantine rolls back to (so a replay
+            // from the retained file rolls back to the same state); resume keeps using the
+            // `checkpoint_every` files.
+            self.snapshot()?;
+        }
+        self.timings.checkpoint += t.elapsed();
+        self.lineage_cadence(iteration, sink)?;
         Ok(Outcome::Admitted {
             loss,
             tokens: batch.n_tokens,
@@ -975,7 +1037,8 @@ impl Trainer {
         batch: &Batch,
         decision: &GradientDecision,
         evaluation: Value,
-        digest: &[u8; 32],
+        digest: Option<&[u8; 32]>,
+        retained: Option<&RetainedCheckpoint>,
     ) -> Value {
         let leaves: Vec<[u8; 32]> = batch
             .entries
@@ -1015,7 +1078,7 @@ impl Trainer {
             })
             .collect();
         let (_, action) = self.gates().memorization();
-        json!({
+        let mut payload = json!({
             "iteration": iteration,
             "rng": {"algorithm": "chacha20", "seed": self.config.seed, "stream": iteration},
             "config_digest": hex32(&self.config_digest),
@@ -1031,20 +1094,27 @@ impl Trainer {
             })).collect::<Vec<_>>(),
             "regions": decision.region_records,
             "evaluation": evaluation,
-            "param_digest": hex32(digest),
-        })
+        });
+        if let Some(digest) = digest {
+            payload["param_digest"] = json!(hex32(digest));
+        }
+        if let Some(retained) = retained {
+            payload["checkpoint"] = retained.to_json();
+        }
+        payload
     }
 
-    /// Bookkeeping after the record: detectors learn from what was trained, counts, the
-    /// run's checkpoint and the lineage checkpoint cadence.
-    fn after_record(
-        &mut self,
-        iteration: u64,
-        batch: &Batch,
-        decision: &GradientDecision,
-        loss: f32,
-        sink: &mut dyn RecordSink,
-    ) -> Result<(), TrainError> {
+    /// Whether iteration `iteration` takes a run checkpoint (`checkpoint_every` or
+    /// `retain_every`): its record carries the full parameter digest.
+    pub fn is_checkpoint_iteration(&self, iteration: u64) -> bool {
+        iteration.is_multiple_of(self.policy.source.checkpoint_every)
+            || iteration.is_multiple_of(self.policy.source.retain_every)
+    }
+
+    /// Bookkeeping once every gate decided, before the record: detectors learn from what was
+    /// trained, counts, the iteration number (so a checkpoint taken now holds the state after
+    /// this iteration).
+    fn advance(&mut self, iteration: u64, batch: &Batch, decision: &GradientDecision, loss: f32) {
         let entries = &batch.entries;
         let trained: Vec<usize> = batch
             .per_sample_loss
@@ -1076,10 +1146,6 @@ impl Trainer {
         self.counts.regions_rejected += decision.verdict_counts.2;
         self.iteration = iteration;
         self.last_loss = Some(loss);
-        if iteration.is_multiple_of(self.policy.source.checkpoint_every) {
-            self.checkpoint()?;
-        }
-        self.lineage_cadence(iteration, sink)
     }
 
     /// Signs a lineage checkpoint when the policy's cadence says so.
@@ -1381,61 +1447,47 @@ impl Trainer {
             .collect()
     }
 
-    /// Takes an admissible checkpoint now: in memory (for quarantine) and, with a run
-    /// directory, on disk (atomic), then points `checkpoints/LATEST` at it.
-    ///
-    /// On disk: `iter-N.safetensors` (parameters, AdamW moments, the run state as JSON in the
-    /// header metadata `warden.state`) and, with detectors, `iter-N.detectors` (their memory,
-    /// [`detect::encode_states`]), whose SHA-256 and length the header commits to.
-    pub fn checkpoint(&mut self) -> Result<(), TrainError> {
-        self.snapshot = Snapshot {
-            iteration: self.iteration,
-            params: self.model.tensors(),
-            moments: self.optimizer.snapshot()?,
-            last_update: self.last_update.clone(),
-            detectors: self.detector_states(),
-            last_eval: self.last_eval,
-        };
-        let Some(run_dir) = &self.run_dir else {
-            return Ok(());
-        };
-        let dir = run_dir.join("checkpoints");
-        std::fs::create_dir_all(&dir).map_err(|e| TrainError::io(&dir, e))?;
+    /// Encodes the current state as a checkpoint: the safetensors bytes (parameters, AdamW
+    /// moments, the run state as JSON in the header metadata `warden.state`) and, with
+    /// detectors, the sidecar (their memory, [`detect::encode_states`]) as (file name, bytes),
+    /// whose SHA-256 and length the header commits to. `sidecar_name` names the sidecar from
+    /// its bytes.
+    #[allow(clippy::type_complexity)]
+    fn encode_checkpoint(
+        &self,
+        sidecar_name: &dyn Fn(&[u8]) -> String,
+    ) -> Result<(Vec<u8>, Option<(String, Vec<u8>)>), TrainError> {
         let mut tensors = BTreeMap::new();
-        for (name, t) in &self.snapshot.params {
-            tensors.insert(format!("param.{name}"), t.clone());
+        let moments = self.optimizer.snapshot()?;
+        for (name, t) in self.model.tensors() {
+            tensors.insert(format!("param.{name}"), t);
         }
-        for (name, m) in &self.snapshot.moments {
+        for (name, m) in &moments {
             tensors.insert(format!("adam.m.{name}"), m.m.clone());
             tensors.insert(format!("adam.v.{name}"), m.v.clone());
         }
-        let stem = format!("iter-{:08}", self.iteration);
-        let detectors = if self.detectors.is_empty() {
-            None
+        let (detectors, sidecar) = if self.detectors.is_empty() {
+            (None, None)
         } else {
+            let states = self.detector_states();
             let named: Vec<(&str, &[u8])> = self
                 .detectors
                 .iter()
-                .zip(&self.snapshot.detectors)
+                .zip(&states)
                 .map(|(d, bytes)| (d.name(), bytes.as_slice()))
                 .collect();
             let bytes = detect::encode_states(&named);
-            let file = format!("{stem}.detectors");
-            io::atomic_write(&dir.join(&file), &bytes)?;
-            Some(DetectorStateRef {
-                file,
+            let file = sidecar_name(&bytes);
+            let reference = DetectorStateRef {
+                file: file.clone(),
                 sha256: hex::encode(Sha256::digest(&bytes)),
                 bytes: bytes.len() as u64,
-            })
+            };
+            (Some(reference), Some((file, bytes)))
         };
         let state = CheckpointState {
             iteration: self.iteration,
-            adam_steps: self
-                .snapshot
-                .moments
-                .iter()
-                .map(|(k, m)| (k.clone(), m.steps))
-                .collect(),
+            adam_steps: moments.iter().map(|(k, m)| (k.clone(), m.steps)).collect(),
             last_update: self.last_update.clone(),
             detectors,
             last_eval: self.last_eval,
@@ -1450,11 +1502,71 @@ impl Trainer {
             "warden.state".to_string(),
             serde_json::to_string(&state).map_err(|e| TrainError::Internal(e.to_string()))?,
         );
+        Ok((io::safetensors_bytes(&tensors, &meta)?, sidecar))
+    }
+
+    /// Retains the current state for good: `RUN_DIR/checkpoints/retained/<sha256>.safetensors`
+    /// (sidecar `<its sha256>.detectors` beside it), named by the SHA-256 of its bytes, which the
+    /// caller records. Without a run directory the digest is computed and nothing is written
+    /// (replay recomputes it this way).
+    pub fn retain_checkpoint(&mut self) -> Result<RetainedCheckpoint, TrainError> {
+        let t = Instant::now();
+        let (bytes, sidecar) =
+            self.encode_checkpoint(&|b| format!("{}.detectors", hex::encode(Sha256::digest(b))))?;
+        let sha256 = hex::encode(Sha256::digest(&bytes));
+        let file = format!("{RETAINED_DIR}/{sha256}.safetensors");
+        if let Some(run_dir) = &self.run_dir {
+            let dir = run_dir.join(RETAINED_DIR);
+            std::fs::create_dir_all(&dir).map_err(|e| TrainError::io(&dir, e))?;
+            if let Some((name, sidecar)) = &sidecar {
+                io::atomic_write(&dir.join(name), sidecar)?;
+            }
+            io::atomic_write(&run_dir.join(&file), &bytes)?;
+        }
+        self.timings.retention += t.elapsed();
+        Ok(RetainedCheckpoint {
+            iteration: self.iteration,
+            sha256,
+            file,
+        })
+    }
+
+    /// Takes the in-memory checkpoint quarantine rolls back to.
+    fn snapshot(&mut self) -> Result<(), TrainError> {
+        self.snapshot = Snapshot {
+            iteration: self.iteration,
+            params: self.model.tensors(),
+            moments: self.optimizer.snapshot()?,
+            last_update: self.last_update.clone(),
+            detectors: self.detector_states(),
+            last_eval: self.last_eval,
+        };
+        Ok(())
+    }
+
+    /// Takes an admissible checkpoint now: in memory (for quarantine) and, with a run
+    /// directory, on disk (atomic), then points `checkpoints/LATEST` at it.
+    ///
+    /// On disk: `iter-N.safetensors` with its sidecar `iter-N.detectors` (see
+    /// [`Trainer::encode_checkpoint`]).
+    pub fn checkpoint(&mut self) -> Result<(), TrainError> {
+        self.snapshot()?;
+        let Some(run_dir) = &self.run_dir else {
+            return Ok(());
+        };
+        let dir = run_dir.join("checkpoints");
+        std::fs::create_dir_all(&dir).map_err(|e| TrainError::io(&dir, e))?;
+        let stem = format!("iter-{:08}", self.iteration);
+        let (bytes, sidecar) = self.encode_checkpoint(&|_| format!("{stem}.detectors"))?;
+        if let Some((file, sidecar)) = &sidecar {
+            io::atomic_write(&dir.join(file), sidecar)?;
+        }
         let name = format!("{stem}.safetensors");
-        io::atomic_write(&dir.join(&name), &io::safetensors_bytes(&tensors, &meta)?)?;
+        io::atomic_write(&dir.join(&name), &bytes)?;
         let previous = std::fs::read_to_string(dir.join("LATEST")).ok();
         io::atomic_write(&dir.join("LATEST"), name.as_bytes())?;
-        // Keep the latest two checkpoints (with their sidecars); older ones are superseded.
+        // Keep the latest two `iter-N` checkpoints (with their sidecars); older ones are
+        // superseded. Retained checkpoints (`retained/`) are never removed.
         if let Some(prev) = previous {
             let prev_stem = prev.trim().trim_end_matches(".safetensors").to_string();
             if let Ok(listing) = std::fs::read_dir(&dir) {
@@ -1477,13 +1589,45 @@ impl Trainer {
         let latest_path = dir.join("LATEST");
         let latest =
             std::fs::read_to_string(&latest_path).map_err(|e| TrainError::io(&latest_path, e))?;
-        let path = dir.join(latest.trim());
+        let latest = latest.trim();
+        if latest.is_empty() || latest.starts_with('.') || latest.contains(['/', '\\']) {
+            return Err(TrainError::Checkpoint {
+                path: latest_path,
+                reason: format!("names {latest:?}, not a checkpoint file of this directory"),
+            });
+        }
+        let path = dir.join(latest);
+        let bytes = io::read(&path)?;
+        self.restore_bytes(&bytes, &path)
+    }
+
+    /// Restores the retained checkpoint whose SHA-256 is `sha256` (hex) from
+    /// `RUN_DIR/checkpoints/retained/`, refusing a file whose bytes do not hash to it.
+    pub fn restore_retained(&mut self, run_dir: &Path, sha256: &str) -> Result<u64, TrainError> {
+        let path = run_dir
+            .join(RETAINED_DIR)
+            .join(format!("{sha256}.safetensors"));
+        let bytes = io::read(&path)?;
+        let found = hex::encode(Sha256::digest(&bytes));
+        if found != sha256 {
+            return Err(TrainError::Checkpoint {
+                path,
+                reason: format!(
+                    "its bytes hash to sha256 {found}, the lineage records {sha256}: the retained checkpoint was altered"
+                ),
+            });
+        }
+        self.restore_bytes(&bytes, &path)
+    }
+
+    /// Restores a checkpoint's bytes read from `path` (its sidecar is read beside it).
+    fn restore_bytes(&mut self, bytes: &[u8], path: &Path) -> Result<u64, TrainError> {
+        let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
         let bad = |reason: String| TrainError::Checkpoint {
-            path: path.clone(),
+            path: path.to_path_buf(),
             reason,
         };
-        let bytes = io::read(&path)?;
-        let (tensors, meta) = io::read_safetensors(&bytes, &path.display().to_string())?;
+        let (tensors, meta) = io::read_safetensors(bytes, &path.display().to_string())?;
         let state: CheckpointState = meta
             .get("warden.state")
             .and_then(|s| serde_json::from_str(s).ok())
@@ -1515,7 +1659,7 @@ impl Trainer {
             );
         }
         let detector_states = match &state.detectors {
-            Some(reference) => self.read_detector_states(&dir, reference, &path)?,
+            Some(reference) => self.read_detector_states(&dir, reference, path)?,
             None => Vec::new(),
         };
         self.model.load(&params)?;

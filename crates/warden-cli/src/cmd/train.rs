@@ -1,5 +1,6 @@
-//! `warden train CONFIG --out RUN_DIR`, `warden train resume RUN_DIR`, `warden bench train`,
-//! `warden bench memorization`, and the training stage of `warden demo`.
+//! `warden train CONFIG --out RUN_DIR`, `warden train resume RUN_DIR`, `warden train replay
+//! RUN_DIR --k K`, `warden bench train`, `warden bench memorization`, and the training stage of
+//! `warden demo`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -57,6 +58,21 @@ pub enum TrainCommand {
         steps: Option<u64>,
         #[command(flatten)]
         authority: Authority,
+    },
+    /// Spot-check replay: re-executes K iterations (K/2 with the largest update norms, K/2
+    /// drawn by the lineage root) from the nearest retained checkpoints and requires every
+    /// recomputed record and parameter digest to equal the recorded one bit for bit.
+    Replay {
+        run_dir: PathBuf,
+        /// Iterations to replay.
+        #[arg(long, value_name = "K")]
+        k: usize,
+        /// Lineage directory (default: RUN_DIR/lineage, else the one RUN_DIR/run.json names).
+        #[arg(long)]
+        lineage: Option<PathBuf>,
+        /// Trust file: verifies the lineage and the corpus declaration.
+        #[arg(long)]
+        trust: PathBuf,
     },
 }
 
@@ -222,9 +238,16 @@ fn print_summary(summary: &RunSummary, trust: Option<&Path>) {
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let trust_path = match &args.command {
         Some(TrainCommand::Resume { authority, .. }) => authority.trust.clone(),
+        Some(TrainCommand::Replay { trust, .. }) => Some(trust.clone()),
         None => args.authority.trust.clone(),
     };
     let summary = match args.command {
+        Some(TrainCommand::Replay {
+            run_dir,
+            k,
+            lineage,
+            trust,
+        }) => return replay(&run_dir, k, lineage.as_deref(), &trust),
         Some(TrainCommand::Resume {
             run_dir,
             policy,
@@ -270,6 +293,109 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         }
     };
     print_summary(&summary, trust_path.as_deref());
+    Ok(())
+}
+
+/// The run's lineage directory: `given`, else `RUN_DIR/lineage`, else the one `run.json` names.
+fn run_lineage_dir(run_dir: &Path, given: Option<&Path>) -> anyhow::Result<PathBuf> {
+    if let Some(dir) = given {
+        return Ok(dir.to_path_buf());
+    }
+    let beside = run_dir.join("lineage");
+    if beside.is_dir() {
+        return Ok(beside);
+    }
+    let run_json = run_dir.join("run.json");
+    let text = std::fs::read_to_string(&run_json).with_context(|| {
+        format!(
+            "no lineage at {} and no {}: pass --lineage DIR",
+            beside.display(),
+            run_json.display()
+        )
+    })?;
+    let info: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{}: not JSON", run_json.display()))?;
+    info["lineage"]
+        .as_str()
+        .map(PathBuf::from)
+        .with_context(|| format!("{}: no \"lineage\" path", run_json.display()))
+}
+
+/// `warden train replay RUN_DIR --k K`: verifies the lineage, selects K iterations from its
+/// root and replays them ([`warden_train::replay::spot_check`], which `warden audit --replay K`
+/// calls the same way). Fails unless every one replays bit for bit.
+fn replay(run_dir: &Path, k: usize, lineage: Option<&Path>, trust: &Path) -> anyhow::Result<()> {
+    anyhow::ensure!(k > 0, "--k must be at least 1");
+    let lineage = run_lineage_dir(run_dir, lineage)?;
+    let trust = fs::load_trust(trust)?;
+    let verified = warden_store::verify(&lineage, &trust, &warden_store::VerifyOptions::default())
+        .map_err(|e| anyhow::anyhow!("{}: {e}", lineage.display()))?;
+    let records = warden_store::read_all(&lineage)?;
+    anyhow::ensure!(
+        records.len() as u64 == verified.records,
+        "{}: the lineage changed while it was read ({} records verified, {} read)",
+        lineage.display(),
+        verified.records,
+        records.len()
+    );
+    let (selection, report) =
+        warden_train::replay::spot_check(run_dir, &records, &trust, k, &verified.root)?;
+    let list = |v: &[u64]| v.iter().map(u64::to_string).collect::<Vec<_>>().join(", ");
+    outln!(
+        "replay: {} iterations chosen: largest update norms [{}], drawn by the lineage root {} [{}]",
+        selection.by_update_norm.len() + selection.by_lineage_root.len(),
+        list(&selection.by_update_norm),
+        &hex::encode(verified.root)[..16],
+        list(&selection.by_lineage_root)
+    );
+    for r in &report.iterations {
+        match &r.failure {
+            None => outln!(
+                "  iteration {}: replayed from retained checkpoint {} through {}: param_digest {} equal",
+                r.iteration,
+                r.from_checkpoint,
+                r.through,
+                r.recomputed_digest.as_deref().unwrap_or("?")
+            ),
+            Some(why) => outln!("  iteration {}: DIFFERS: {why}", r.iteration),
+        }
+    }
+    for warning in report.warnings() {
+        outln!("warning: {warning}");
+    }
+    let time = report.time_cost().map_or(String::new(), |f| {
+        format!(
+            "; {:.2} s replaying vs {:.2} s recorded training = {:.2}%",
+            report.replay_seconds,
+            report.training_seconds.unwrap_or(0.0),
+            100.0 * f
+        )
+    });
+    outln!(
+        "auditor cost: {} of {} training iterations re-executed = {:.2}% of training{time}",
+        report.executed,
+        report.training_iterations,
+        100.0 * report.cost()
+    );
+    anyhow::ensure!(
+        !report.iterations.is_empty(),
+        "replay: the run records no iteration to replay"
+    );
+    let failed = report.iterations.iter().filter(|r| !r.equal).count();
+    anyhow::ensure!(
+        failed == 0,
+        "replay: {failed} of {} chosen iterations do not reproduce their records bit for bit",
+        report.iterations.len()
+    );
+    outln!(
+        "ok: {} iterations replayed bit for bit (δ = 0){}",
+        report.iterations.len(),
+        if report.same_build() {
+            ", same build as the run"
+        } else {
+            ""
+        }
+    );
     Ok(())
 }
 
@@ -443,7 +569,10 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         args.shape.width,
         n_params
     );
-    let report = bench::overhead(config, corpus, &mut sink, 3, args.steps)?;
+    let retain_every = config.policy.retain_every;
+    let checkpoint_every = config.policy.checkpoint_every;
+    let run_dir = scratch.path().join("run");
+    let report = bench::overhead(config, corpus, &mut sink, Some(&run_dir), 3, args.steps)?;
     let n = report.steps;
     let t = &report.timings;
     let ratio = report.governed.as_secs_f64() / report.ungoverned.as_secs_f64().max(1e-12);
@@ -468,8 +597,10 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         ),
         ("optimizer (admitted regions only)", t.optimizer),
         ("evaluation gate", t.evaluation),
-        ("parameter digest (sha256)", t.digest),
+        ("parameter digest (sha256, checkpoint steps)", t.digest),
+        ("retained checkpoint (encode, sha256, write)", t.retention),
         ("lineage record (build + append)", t.record),
+        ("checkpoint (rollback snapshot, resume file)", t.checkpoint),
     ] {
         outln!("  {name:<44} {:8.3}", ms(d, n));
     }
@@ -477,6 +608,19 @@ pub fn bench(args: BenchArgs) -> anyhow::Result<()> {
         "  governance overhead outside fwd/bwd/optimizer: {:.3} ms/step ({:.1}% of the ungoverned step)",
         ms(t.governance(), n),
         100.0 * t.governance().as_secs_f64() / report.ungoverned.as_secs_f64().max(1e-12)
+    );
+    let audit = t.digest + t.retention;
+    outln!(
+        "  audit commitments (full digest at steps divisible by {} or {}, checkpoint retained every {}): {:.3} ms/step = {:.2}% of the governed step (target <= 3%)",
+        retain_every,
+        checkpoint_every,
+        retain_every,
+        ms(audit, n),
+        100.0 * audit.as_secs_f64() / report.governed.as_secs_f64().max(1e-12)
+    );
+    outln!(
+        "  all governance: {:.2}% of the governed step",
+        100.0 * t.governance().as_secs_f64() / report.governed.as_secs_f64().max(1e-12)
     );
     outln!(
         "gradient routing: {:.2} forward/backward passes per step (one per depth group, each stopping its backward pass before its earliest admitted region): {:.2} ms/step vs {:.2} ms/step for one ungoverned pass over the whole batch",
