@@ -14,6 +14,8 @@ pub enum Bench {
     Memorization(super::train::MemorizationArgs),
     /// Policy admission time and per-transition evaluation time.
     Policy(super::policy::BenchArgs),
+    /// Governed vs ungoverned decoding: time per token and per-token governance time.
+    Decode(super::bench_decode::DecodeArgs),
 }
 
 pub fn run(what: Bench) -> anyhow::Result<()> {
@@ -23,5 +25,6 @@ pub fn run(what: Bench) -> anyhow::Result<()> {
         Bench::Train(args) => super::train::bench(args),
         Bench::Memorization(args) => super::train::bench_memorization(args),
         Bench::Policy(args) => super::policy::bench(args),
+        Bench::Decode(args) => super::bench_decode::bench(args),
     }
 }

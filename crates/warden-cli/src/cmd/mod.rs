@@ -1,6 +1,7 @@
 //! One module per command group; each owns its flags, its demo stage and its benchmark.
 
 pub mod bench;
+pub mod bench_decode;
 pub mod corpus;
 pub mod demo;
 pub mod key;
