@@ -127,6 +127,10 @@ pub struct GovernanceTiming {
     pub flagger_ns: u64,
     /// Setting the transition's values and `evaluate`.
     pub evaluate_ns: u64,
+    /// Producing further candidates after a rejection or an advisory failure (the sampler's
+    /// ranking beyond its first pick, which the ungoverned loop pays too and is not counted).
+    #[serde(default)]
+    pub ranking_ns: u64,
     /// `total_ns / tokens` (0 for no tokens).
     pub per_token_ns: u64,
     /// Bytes hashed + index probes + bytes given to flaggers: a clock-free cost measure.
@@ -695,8 +699,11 @@ fn run(
         while tries < max_tries {
             let selection = Instant::now();
             let next = order.next(&logits);
+            let selection_ns = selection.elapsed().as_nanos() as u64;
             if tries == 0 {
-                first_selection_ns = selection.elapsed().as_nanos() as u64;
+                first_selection_ns = selection_ns;
+            } else {
+                judge.timing.ranking_ns += selection_ns;
             }
             let Some(candidate) = next else {
                 break;

@@ -72,6 +72,7 @@
 //! (allocation-free) — independent of the output length. [`GovernanceTiming::work_units`] counts
 //! the bytes and probes so this is testable without clocks.
 
+pub mod bench;
 pub mod load;
 pub mod record;
 pub mod sampling;

@@ -237,7 +237,7 @@ impl GovernedRun {
         let (fingerprints, denied) = corpus
             .all_indexes()
             .map_err(|e| corpus_err(e.to_string()))?;
-        let flaggers = flaggers(&corpus).map_err(corpus_err)?;
+        let flaggers = corpus_flaggers(&corpus).map_err(corpus_err)?;
 
         // 5. The weights.
         let model_config: ModelConfig = predicate
@@ -360,8 +360,9 @@ fn corpus_dir(run_dir: &Path) -> Result<PathBuf, LoadError> {
     })
 }
 
-/// The flaggers the signed declaration records, compiled.
-fn flaggers(corpus: &AdmittedCorpus) -> Result<FlaggerConfig, String> {
+/// The flaggers `corpus`'s signed declaration records, compiled (what
+/// [`crate::Detectors::flaggers`] takes). Errors name the regex that does not compile.
+pub fn corpus_flaggers(corpus: &AdmittedCorpus) -> Result<FlaggerConfig, String> {
     let record = &corpus.body().policy.flaggers;
     let mut regexes = Vec::with_capacity(record.regexes.len());
     for r in &record.regexes {

@@ -16,6 +16,8 @@ pub enum Bench {
     Policy(super::policy::BenchArgs),
     /// Verbatim reproduction of memorized restricted-depth documents, ungoverned vs governed.
     Regurgitation(super::regurgitation::RegurgitationArgs),
+    /// Governed vs ungoverned decoding: time per token and per-token governance time.
+    Decode(super::bench_decode::DecodeArgs),
 }
 
 pub fn run(what: Bench) -> anyhow::Result<()> {
@@ -26,5 +28,6 @@ pub fn run(what: Bench) -> anyhow::Result<()> {
         Bench::Memorization(args) => super::train::bench_memorization(args),
         Bench::Policy(args) => super::policy::bench(args),
         Bench::Regurgitation(args) => super::regurgitation::bench_regurgitation(args),
+        Bench::Decode(args) => super::bench_decode::bench(args),
     }
 }

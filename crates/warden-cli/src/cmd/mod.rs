@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod bench;
+pub mod bench_decode;
 pub mod corpus;
 pub mod demo;
 pub mod generate;

@@ -460,8 +460,9 @@ fn scratch(name: &str) -> anyhow::Result<tempfile::TempDir> {
         .context("creating a scratch directory")
 }
 
+/// The training config of the benchmarks and the demo (also `warden bench decode`'s small run).
 #[allow(clippy::too_many_arguments)]
-fn bench_config(
+pub(crate) fn bench_config(
     corpus: &Path,
     steps: u64,
     layers: usize,
