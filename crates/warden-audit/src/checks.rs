@@ -539,17 +539,28 @@ impl Walker {
         let (admitted, refused, depth_counts) = self.samples(seq, it, p, &policy);
         let updated = self.gradients(seq, it, p, &policy, &depth_counts);
         let evaluation = self.evaluation(seq, it, p, &policy);
-        // Outcome: a digest can only change when some region was updated.
+        // Outcome: the full parameter digest is recorded at every checkpoint iteration
+        // (`checkpoint_every` or `retain_every`; replay bridges the iterations between them) and
+        // may be recorded elsewhere (the last iteration of a command). Where recorded it must
+        // chain: a digest can only change when some region was updated. Between recorded
+        // digests the parameters are unknown ("") once a region was updated.
         let digest = p["param_digest"].as_str().unwrap_or_default().to_string();
-        if digest.is_empty() {
+        let retain_every = policy.source.retain_every.max(1);
+        let checkpoint_it =
+            it.is_multiple_of(policy.source.checkpoint_every) || it.is_multiple_of(retain_every);
+        if digest.is_empty() && checkpoint_it {
             self.find(
                 Check::Outcome,
                 seq,
                 Some(it),
                 "param_digest",
-                "no parameter digest",
+                "no parameter digest at a checkpoint iteration",
             );
-        } else if updated.is_empty() && digest != self.state.digest {
+        } else if !digest.is_empty()
+            && updated.is_empty()
+            && !self.state.digest.is_empty()
+            && digest != self.state.digest
+        {
             self.find(
                 Check::Outcome,
                 seq,
@@ -561,8 +572,23 @@ impl Walker {
                 ),
             );
         }
+        // The retained checkpoint replay starts from: exactly at `retain_every` multiples.
+        let retained = !p["checkpoint"].is_null();
+        if retained != it.is_multiple_of(retain_every) {
+            self.find(
+                Check::Outcome,
+                seq,
+                Some(it),
+                "checkpoint",
+                if retained {
+                    format!("a retained checkpoint at iteration {it}, which is not a multiple of retain_every {retain_every}")
+                } else {
+                    format!("no retained checkpoint at iteration {it}, a multiple of retain_every {retain_every}")
+                },
+            );
+        }
         if let Some((old_seq, old)) = self.superseded.remove(&it) {
-            if old != digest {
+            if !old.is_empty() && !digest.is_empty() && old != digest {
                 self.find(
                     Check::Outcome,
                     seq,
@@ -577,9 +603,13 @@ impl Walker {
         for region in &updated {
             self.state.last_update.insert(region.clone(), it);
         }
-        self.state.digest = digest.clone();
+        if !digest.is_empty() {
+            self.state.digest = digest.clone();
+        } else if !updated.is_empty() {
+            self.state.digest = String::new();
+        }
         self.recorded.insert(it, (seq, digest));
-        if it.is_multiple_of(policy.source.checkpoint_every) {
+        if checkpoint_it {
             self.checkpoints.insert(it, self.state.clone());
         }
         let regions = p["regions"]
@@ -1307,7 +1337,7 @@ impl Walker {
         }
         let digest = p["param_digest"].as_str().unwrap_or_default().to_string();
         if action == "halt" {
-            if digest != self.state.digest {
+            if !self.state.digest.is_empty() && digest != self.state.digest {
                 self.find(
                     Check::Failures,
                     seq,

@@ -428,7 +428,7 @@ fn a_quarantine_that_does_not_roll_back_is_named() {
     let (_dir, run) = honest_copy();
     let mut at = 0;
     forge(&run, |drafts| {
-        let before = drafts[seq_of_iteration(drafts, 4)].payload["param_digest"].clone();
+        // Iteration 4 is the latest admissible checkpoint (retain_every = 4 by default).
         at = seq_of_iteration(drafts, 5);
         drafts[at].kind = "train.failure".into();
         drafts[at].payload = json!({
@@ -438,9 +438,9 @@ fn a_quarantine_that_does_not_roll_back_is_named() {
             "sample": null,
             "mode": "quarantine",
             "action": "quarantine",
-            "rolled_back_to": 3,
-            // Not the digest of checkpoint 3: the parameters stayed where iteration 4 left them.
-            "param_digest": before,
+            "rolled_back_to": 4,
+            // Not the digest of checkpoint 4: the parameters stayed where a faulty update left them.
+            "param_digest": hex::encode(Sha256::digest(b"not rolled back")),
         });
     });
     let report = run_audit(&run);

@@ -365,6 +365,17 @@ fn replay_passes_on_an_honest_run_and_fails_on_a_retained_checkpoint_altered_by_
         "{said}"
     );
 
+    // `warden audit --replay K` runs the same spot check as its `replay` check.
+    let audit = |f: &Fixture| f.warden(&["audit", "run", "--replay", "4", "--trust", "trust.toml"]);
+    let out = audit(&f);
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains("replay     passed") && said.contains("param_digest"),
+        "{said}"
+    );
+    assert!(said.contains("auditor cost: "), "{said}");
+
     // One bit of every retained checkpoint: whichever the chosen iterations start from is
     // refused by its content address.
     let retained = f.path("run/checkpoints/retained");
@@ -388,6 +399,17 @@ fn replay_passes_on_an_honest_run_and_fails_on_a_retained_checkpoint_altered_by_
         said.contains("4 chosen iterations do not reproduce"),
         "{said}"
     );
+    // The audit fails its replay check, naming the iteration; checks 1-7 still pass (the
+    // lineage and the final model are untouched).
+    let out = audit(&f);
+    let said = text(&out);
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains("replay     FAILED (4 findings)"), "{said}");
+    assert!(
+        said.contains("the retained checkpoint was altered"),
+        "{said}"
+    );
+    assert!(said.contains("checks: replay"), "{said}");
 }
 
 #[test]

@@ -190,7 +190,7 @@ pub fn compare(
     let mut bench = DecodeBench::default();
     for round in 0..rounds {
         for (prompt_idx, prompt) in prompts.iter().enumerate() {
-            let governed_first = (round * prompts.len() + prompt_idx) % 2 == 0;
+            let governed_first = (round * prompts.len() + prompt_idx).is_multiple_of(2);
             let mut governed = None;
             let mut ungoverned = None;
             for side in 0..2 {

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use warden_audit::{AuditInputs, Report};
+use warden_audit::{AuditInputs, Check, Finding, Report};
 use warden_corpus::prove::Proof;
 use warden_keys::TrustStore;
 use warden_store::fs;
@@ -30,9 +30,11 @@ pub struct AuditArgs {
     /// root) for N trained samples, chosen by the lineage root.
     #[arg(long, value_name = "N")]
     pub prove: Option<usize>,
-    // `--replay K` (spot-check replay, issue 11) belongs here: its library function returns
-    // findings that are merged with `Report::add_check(Check::Replay, examined, findings)`
-    // before printing, so the summary, `--json` and `--html` include it unchanged.
+    /// Spot-check replay: re-execute K iterations (K/2 with the largest update norms, K/2 drawn
+    /// by the lineage root) from the nearest retained checkpoints; every recomputed record and
+    /// parameter digest must equal the recorded one bit for bit (check `replay`).
+    #[arg(long, value_name = "K")]
+    pub replay: Option<usize>,
 }
 
 /// The trust file: `--trust`, else `trust.toml` beside the lineage directory or the run.
@@ -70,13 +72,44 @@ pub fn run(args: AuditArgs) -> anyhow::Result<()> {
     let trust = fs::load_trust(&trust_path(args.trust, &lineage, &args.run_dir)?)?;
     let inputs = AuditInputs {
         run_dir: args.run_dir.clone(),
-        lineage_dir: Some(lineage),
+        lineage_dir: Some(lineage.clone()),
     };
-    let report = audit_to(&inputs, &trust, args.prove, args.html.as_deref())?;
+    let mut report = audit_to(&inputs, &trust, args.prove, None)?;
+    let mut replay_lines = Vec::new();
+    if let Some(k) = args.replay {
+        let (lines, replayed) = super::train::spot_check_lines(&args.run_dir, &lineage, &trust, k)?;
+        let findings = replayed
+            .iterations
+            .iter()
+            .filter(|r| !r.equal)
+            .map(|r| Finding {
+                check: Check::Replay,
+                seq: None,
+                iteration: Some(r.iteration),
+                field: "param_digest".to_string(),
+                message: r
+                    .failure
+                    .clone()
+                    .unwrap_or_else(|| "does not replay bit for bit".to_string()),
+            })
+            .collect();
+        report.add_check(Check::Replay, replayed.iterations.len() as u64, findings);
+        replay_lines = lines;
+    }
+    if let Some(path) = &args.html {
+        fs::atomic_write(path, warden_audit::html::render(&report).as_bytes())?;
+    }
     if args.json {
         outln!("{}", serde_json::to_string(&report)?);
+        // stdout holds the one JSON object; the replay's description goes to stderr.
+        for line in &replay_lines {
+            eprintln!("{line}");
+        }
     } else {
         print_summary(&report, args.html.as_deref(), true);
+        for line in &replay_lines {
+            outln!("{line}");
+        }
     }
     if report.passed() {
         Ok(())

@@ -782,6 +782,9 @@ pub fn demo_stage(ctx: &mut super::demo::DemoContext) -> anyhow::Result<()> {
         shown[1] |= resampled;
         shown[2] |= stopped;
     }
+    // Seal what this stage appended (the bundle admission and the calls): a record no signed
+    // checkpoint covers is unauthenticated, and the audit stage verifies the lineage next.
+    lineage.checkpoint()?;
     outln!();
     for (what, was_shown) in [
         ("a call with every token admitted", shown[0]),

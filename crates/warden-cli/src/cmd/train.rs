@@ -322,61 +322,15 @@ fn run_lineage_dir(run_dir: &Path, given: Option<&Path>) -> anyhow::Result<PathB
 }
 
 /// `warden train replay RUN_DIR --k K`: verifies the lineage, selects K iterations from its
-/// root and replays them ([`warden_train::replay::spot_check`], which `warden audit --replay K`
-/// calls the same way). Fails unless every one replays bit for bit.
+/// root and replays them ([`spot_check_lines`], which `warden audit --replay K` calls too).
+/// Fails unless every one replays bit for bit.
 fn replay(run_dir: &Path, k: usize, lineage: Option<&Path>, trust: &Path) -> anyhow::Result<()> {
-    anyhow::ensure!(k > 0, "--k must be at least 1");
     let lineage = run_lineage_dir(run_dir, lineage)?;
     let trust = fs::load_trust(trust)?;
-    let verified = warden_store::verify(&lineage, &trust, &warden_store::VerifyOptions::default())
-        .map_err(|e| anyhow::anyhow!("{}: {e}", lineage.display()))?;
-    let records = warden_store::read_all(&lineage)?;
-    anyhow::ensure!(
-        records.len() as u64 == verified.records,
-        "{}: the lineage changed while it was read ({} records verified, {} read)",
-        lineage.display(),
-        verified.records,
-        records.len()
-    );
-    let (selection, report) =
-        warden_train::replay::spot_check(run_dir, &records, &trust, k, &verified.root)?;
-    let list = |v: &[u64]| v.iter().map(u64::to_string).collect::<Vec<_>>().join(", ");
-    outln!(
-        "replay: {} iterations chosen: largest update norms [{}], drawn by the lineage root {} [{}]",
-        selection.by_update_norm.len() + selection.by_lineage_root.len(),
-        list(&selection.by_update_norm),
-        &hex::encode(verified.root)[..16],
-        list(&selection.by_lineage_root)
-    );
-    for r in &report.iterations {
-        match &r.failure {
-            None => outln!(
-                "  iteration {}: replayed from retained checkpoint {} through {}: param_digest {} equal",
-                r.iteration,
-                r.from_checkpoint,
-                r.through,
-                r.recomputed_digest.as_deref().unwrap_or("?")
-            ),
-            Some(why) => outln!("  iteration {}: DIFFERS: {why}", r.iteration),
-        }
+    let (lines, report) = spot_check_lines(run_dir, &lineage, &trust, k)?;
+    for line in &lines {
+        outln!("{line}");
     }
-    for warning in report.warnings() {
-        outln!("warning: {warning}");
-    }
-    let time = report.time_cost().map_or(String::new(), |f| {
-        format!(
-            "; {:.2} s replaying vs {:.2} s recorded training = {:.2}%",
-            report.replay_seconds,
-            report.training_seconds.unwrap_or(0.0),
-            100.0 * f
-        )
-    });
-    outln!(
-        "auditor cost: {} of {} training iterations re-executed = {:.2}% of training{time}",
-        report.executed,
-        report.training_iterations,
-        100.0 * report.cost()
-    );
     anyhow::ensure!(
         !report.iterations.is_empty(),
         "replay: the run records no iteration to replay"
@@ -397,6 +351,68 @@ fn replay(run_dir: &Path, k: usize, lineage: Option<&Path>, trust: &Path) -> any
         }
     );
     Ok(())
+}
+
+/// Verifies `lineage`, selects K iterations from its root and replays them
+/// ([`warden_train::replay::spot_check`]); returns the report and its description, one line per
+/// chosen iteration plus warnings and the auditor's cost.
+pub fn spot_check_lines(
+    run_dir: &Path,
+    lineage: &Path,
+    trust: &warden_keys::TrustStore,
+    k: usize,
+) -> anyhow::Result<(Vec<String>, warden_train::replay::ReplayReport)> {
+    anyhow::ensure!(k > 0, "replay: K must be at least 1");
+    let verified = warden_store::verify(lineage, trust, &warden_store::VerifyOptions::default())
+        .map_err(|e| anyhow::anyhow!("{}: {e}", lineage.display()))?;
+    let records = warden_store::read_all(lineage)?;
+    anyhow::ensure!(
+        records.len() as u64 == verified.records,
+        "{}: the lineage changed while it was read ({} records verified, {} read)",
+        lineage.display(),
+        verified.records,
+        records.len()
+    );
+    let (selection, report) =
+        warden_train::replay::spot_check(run_dir, &records, trust, k, &verified.root)?;
+    let list = |v: &[u64]| v.iter().map(u64::to_string).collect::<Vec<_>>().join(", ");
+    let mut lines = vec![format!(
+        "replay: {} iterations chosen: largest update norms [{}], drawn by the lineage root {} [{}]",
+        selection.by_update_norm.len() + selection.by_lineage_root.len(),
+        list(&selection.by_update_norm),
+        &hex::encode(verified.root)[..16],
+        list(&selection.by_lineage_root)
+    )];
+    for r in &report.iterations {
+        lines.push(match &r.failure {
+            None => format!(
+                "  iteration {}: replayed from retained checkpoint {} through {}: param_digest {} equal",
+                r.iteration,
+                r.from_checkpoint,
+                r.through,
+                r.recomputed_digest.as_deref().unwrap_or("?")
+            ),
+            Some(why) => format!("  iteration {}: DIFFERS: {why}", r.iteration),
+        });
+    }
+    for warning in report.warnings() {
+        lines.push(format!("warning: {warning}"));
+    }
+    let time = report.time_cost().map_or(String::new(), |f| {
+        format!(
+            "; {:.2} s replaying vs {:.2} s recorded training = {:.2}%",
+            report.replay_seconds,
+            report.training_seconds.unwrap_or(0.0),
+            100.0 * f
+        )
+    });
+    lines.push(format!(
+        "auditor cost: {} of {} training iterations re-executed = {:.2}% of training{time}",
+        report.executed,
+        report.training_iterations,
+        100.0 * report.cost()
+    ));
+    Ok((lines, report))
 }
 
 /// The model and batch shape both training benchmarks use.
