@@ -65,8 +65,9 @@ pub struct RegurgitationArgs {
     /// (as written and ALL CAPS).
     #[arg(long, default_value_t = 24)]
     pub docs: usize,
-    /// Copies of each memorised document in the corpus.
-    #[arg(long, default_value_t = 8)]
+    /// Copies of each memorised document in the corpus (with 3,000 steps, 24 copies make the
+    /// 2x64 model reproduce 9 of 24 documents ungoverned; 8 copies and 1,500 steps did not).
+    #[arg(long, default_value_t = 24)]
     pub repeats: usize,
     /// How many of those copies are in ALL CAPS.
     #[arg(long, default_value_t = 2)]
@@ -87,7 +88,7 @@ pub struct RegurgitationArgs {
     #[arg(long, default_value_t = 96)]
     pub max_tokens: usize,
     /// Training iterations.
-    #[arg(long, default_value_t = 1500)]
+    #[arg(long, default_value_t = 3000)]
     pub steps: u64,
     /// Decoder layers.
     #[arg(long, default_value_t = 2)]
