@@ -448,43 +448,19 @@ impl Bundle {
     /// The one canonical text of the bundle: what is hashed, signed and re-parsed on load.
     pub fn canonical_text(&self) -> String {
         let mut out = String::new();
-        let quoted = |items: &[String]| {
-            items
-                .iter()
-                .map(|i| format!("\"{i}\""))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let _ = writeln!(
-            out,
-            "[bundle]\nname = \"{}\"\nversion = {}",
-            self.name, self.version
-        );
-        if let Some(succeeds) = self.succeeds {
-            let _ = writeln!(out, "succeeds = {succeeds}");
-        }
-        out.push_str("\n[vocabulary]\n");
+        header(&mut out, &self.name, self.version, self.succeeds);
         for attr in &self.vocabulary.attributes {
-            let ty = match &attr.ty {
-                AttrType::Enum(values) => format!("enum = [{}]", quoted(values)),
-                AttrType::Int { lo, hi } => format!("int = [{lo}, {hi}]"),
-                AttrType::Set(values) => format!("set = [{}]", quoted(values)),
-            };
-            let context = if attr.context { ", context = true" } else { "" };
-            let _ = writeln!(out, "\"{}\" = {{ {ty}{context} }}", attr.name);
+            let _ = writeln!(out, "{}", attribute_line(attr));
         }
         for pred in &self.predicates {
-            let _ = write!(
-                out,
-                "\n[[predicate]]\nid = \"{}\"\ncategory = \"{}\"\nweight = \"{}\"\n",
-                pred.id,
+            predicate_block(
+                &mut out,
+                &pred.id,
                 pred.category.as_str(),
-                pred.weight.as_str()
+                pred.weight.as_str(),
+                pred.when_text.as_deref(),
+                &pred.require_text,
             );
-            if let Some(when) = &pred.when_text {
-                let _ = writeln!(out, "when = \"{when}\"");
-            }
-            let _ = writeln!(out, "require = \"{}\"", pred.require_text);
         }
         out
     }
@@ -502,6 +478,53 @@ impl Bundle {
     pub fn predicate_index(&self, id: &str) -> Option<usize> {
         self.predicates.iter().position(|p| p.id == id)
     }
+}
+
+/// The canonical `[bundle]` header and the `[vocabulary]` table heading (one writer of the
+/// signed format: [`Bundle::canonical_text`] and `derive::merge` both use it).
+pub(crate) fn header(out: &mut String, name: &str, version: u64, succeeds: Option<u64>) {
+    let _ = writeln!(out, "[bundle]\nname = \"{name}\"\nversion = {version}");
+    if let Some(succeeds) = succeeds {
+        let _ = writeln!(out, "succeeds = {succeeds}");
+    }
+    out.push_str("\n[vocabulary]\n");
+}
+
+/// One `[vocabulary]` line in canonical form.
+pub(crate) fn attribute_line(attr: &Attribute) -> String {
+    let quoted = |items: &[String]| {
+        items
+            .iter()
+            .map(|i| format!("\"{i}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let ty = match &attr.ty {
+        AttrType::Enum(values) => format!("enum = [{}]", quoted(values)),
+        AttrType::Int { lo, hi } => format!("int = [{lo}, {hi}]"),
+        AttrType::Set(values) => format!("set = [{}]", quoted(values)),
+    };
+    let context = if attr.context { ", context = true" } else { "" };
+    format!("\"{}\" = {{ {ty}{context} }}", attr.name)
+}
+
+/// One `[[predicate]]` block in canonical form.
+pub(crate) fn predicate_block(
+    out: &mut String,
+    id: &str,
+    category: &str,
+    weight: &str,
+    when: Option<&str>,
+    require: &str,
+) {
+    let _ = write!(
+        out,
+        "\n[[predicate]]\nid = \"{id}\"\ncategory = \"{category}\"\nweight = \"{weight}\"\n"
+    );
+    if let Some(when) = when {
+        let _ = writeln!(out, "when = \"{when}\"");
+    }
+    let _ = writeln!(out, "require = \"{require}\"");
 }
 
 #[cfg(test)]

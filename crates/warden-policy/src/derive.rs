@@ -45,7 +45,7 @@ use std::fmt::Write as _;
 
 use serde::Deserialize;
 
-use crate::bundle::{Bundle, Category};
+use crate::bundle::{attribute_line, header, predicate_block, Bundle, Category};
 use crate::types::{AttrType, Attribute, MAX_MEMBERS};
 use crate::PolicyError;
 
@@ -295,42 +295,6 @@ pub fn derive(manifest_predicate: &serde_json::Value) -> Result<Derived, PolicyE
     })
 }
 
-fn quoted(items: &[String]) -> String {
-    items
-        .iter()
-        .map(|i| format!("\"{i}\""))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-fn attribute_line(attr: &Attribute) -> String {
-    let ty = match &attr.ty {
-        AttrType::Enum(values) => format!("enum = [{}]", quoted(values)),
-        AttrType::Int { lo, hi } => format!("int = [{lo}, {hi}]"),
-        AttrType::Set(values) => format!("set = [{}]", quoted(values)),
-    };
-    let context = if attr.context { ", context = true" } else { "" };
-    format!("\"{}\" = {{ {ty}{context} }}", attr.name)
-}
-
-fn predicate_block(
-    out: &mut String,
-    id: &str,
-    category: &str,
-    weight: &str,
-    when: Option<&str>,
-    require: &str,
-) {
-    let _ = write!(
-        out,
-        "\n[[predicate]]\nid = \"{id}\"\ncategory = \"{category}\"\nweight = \"{weight}\"\n"
-    );
-    if let Some(when) = when {
-        let _ = writeln!(out, "when = \"{when}\"");
-    }
-    let _ = writeln!(out, "require = \"{require}\"");
-}
-
 impl Derived {
     /// The derived constraints as bundle TOML (bundle `manifest-derived`, version 1), each
     /// predicate preceded by a `#` comment saying why. With no derived predicate the text says so
@@ -438,15 +402,7 @@ pub fn merge(bundle: &Bundle, derived: &Derived, origin: &str) -> Result<Bundle,
         attributes.insert(attr.name.clone(), merged);
     }
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "[bundle]\nname = \"{}\"\nversion = {}",
-        bundle.name, bundle.version
-    );
-    if let Some(succeeds) = bundle.succeeds {
-        let _ = writeln!(out, "succeeds = {succeeds}");
-    }
-    out.push_str("\n[vocabulary]\n");
+    header(&mut out, &bundle.name, bundle.version, bundle.succeeds);
     for attr in attributes.values() {
         let _ = writeln!(out, "{}", attribute_line(attr));
     }
