@@ -197,15 +197,34 @@ fn no_flag_hash() -> warden_corpus::Hash {
 }
 
 impl Governor {
-    /// Checks every attribute `bundle` declares against the runtime vocabulary (see the crate
-    /// docs) and keeps the detectors it needs. `manifest_digest` is the model's manifest the
-    /// bundle was admitted against (recorded in every summary).
+    /// Checks that `bundle` was admitted for this model and every attribute it declares against
+    /// the runtime vocabulary (see the crate docs), and keeps the detectors it needs.
+    ///
+    /// `manifest_digest` is the SHA-256 of the model's training manifest (`None`: a model
+    /// without one, such as a GGUF file). A bundle admitted against another manifest, or against
+    /// none, is refused for a Warden model; a bundle bound to a manifest is refused for a model
+    /// without one. The digest is recorded in every summary.
     pub fn new(
         bundle: AdmittedBundle,
         detectors: Detectors,
-        manifest_digest: Option<String>,
+        manifest_digest: Option<[u8; 32]>,
     ) -> Result<Governor, DecodeError> {
         let name = bundle.verified().bundle().name.clone();
+        match (manifest_digest, bundle.manifest_digest()) {
+            (Some(manifest), _) => bundle
+                .verified()
+                .require_manifest(&manifest)
+                .map_err(|e| DecodeError::Manifest(e.to_string()))?,
+            (None, Some(bound)) => {
+                return Err(DecodeError::Manifest(format!(
+                    "bundle {} was admitted against the Warden manifest sha256:{}; this model has no manifest: admit a bundle without --manifest for it",
+                    bundle.version_id(),
+                    hex::encode(bound)
+                )))
+            }
+            (None, None) => {}
+        }
+        let manifest_digest = manifest_digest.map(hex::encode);
         let refuse = |attribute: &str, reason: String| DecodeError::Unsupported {
             bundle: name.clone(),
             attribute: attribute.to_string(),

@@ -101,6 +101,9 @@ pub enum DecodeError {
         attribute: String,
         reason: String,
     },
+    /// The bundle was admitted for another model's manifest (or for none, or the model has none).
+    #[error("manifest: {0}")]
+    Manifest(String),
     /// A caller or request attribute is missing, unknown or ill-typed.
     #[error("attribute `{attribute}`: {reason}")]
     Attribute { attribute: String, reason: String },

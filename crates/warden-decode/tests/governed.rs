@@ -15,7 +15,7 @@ use warden_decode::{
 };
 use warden_keys::{Role, SigningKey, TrustStore};
 use warden_model::{LanguageModel, ModelError};
-use warden_policy::{admit, prove, AdmittedBundle, Bound, Bundle};
+use warden_policy::{admit_for_manifest, prove, AdmittedBundle, Bound, Bundle};
 
 /// Public-domain text the "books" class was admitted (shallow) with.
 const BOOKS: &str = "it was the best of times it was the worst of times it was the age of \
@@ -144,12 +144,25 @@ impl LanguageModel for ScriptModel {
 }
 
 fn admitted(vocabulary: &str, predicates: &str) -> AdmittedBundle {
+    admitted_for(vocabulary, predicates, None)
+}
+
+/// [`admitted`], bound to the training manifest whose file hashes to `manifest`.
+fn admitted_for(vocabulary: &str, predicates: &str, manifest: Option<[u8; 32]>) -> AdmittedBundle {
     let text =
         format!("[bundle]\nname = \"test\"\nversion = 1\n[vocabulary]\n{vocabulary}\n{predicates}");
     let bundle = Bundle::parse(&text, "test.toml").unwrap();
     let proof = prove(&bundle, &Bound::default()).unwrap();
     let key = SigningKey::from_seed(Role::PolicyAuthority, "policy", &[3; 32]).unwrap();
-    let signed = admit(&bundle, &proof, &key, SystemTime::UNIX_EPOCH, None).unwrap();
+    let signed = admit_for_manifest(
+        &bundle,
+        &proof,
+        &key,
+        SystemTime::UNIX_EPOCH,
+        None,
+        manifest,
+    )
+    .unwrap();
     let mut trust = TrustStore::new();
     trust.add(Role::PolicyAuthority, key.public().clone());
     AdmittedBundle::load(signed.to_bytes(), "test.json", &trust).unwrap()
@@ -204,13 +217,19 @@ const BOOKS_VOCAB: &str = r#""output.tokens" = { int = [0, 100000] }
 "output.verbatim.books" = { int = [0, 100000] }"#;
 
 fn verbatim_bound(bound: u32, weight: &str) -> AdmittedBundle {
+    verbatim_bound_for(bound, weight, None)
+}
+
+/// [`verbatim_bound`] admitted against the training manifest that hashes to `manifest`.
+fn verbatim_bound_for(bound: u32, weight: &str, manifest: Option<[u8; 32]>) -> AdmittedBundle {
     // Safety predicates are always strict; an advisory bound is a task predicate.
     let category = if weight == "strict" { "safety" } else { "task" };
-    admitted(
+    admitted_for(
         BOOKS_VOCAB,
         &format!(
             "[[predicate]]\nid = \"memorization.books\"\ncategory = \"{category}\"\nweight = \"{weight}\"\nrequire = \"output.verbatim.books <= {bound}\"\n"
         ),
+        manifest,
     )
 }
 
@@ -568,10 +587,11 @@ fn per_candidate_work_does_not_grow_with_the_output() {
 
 #[test]
 fn the_call_record_hashes_the_texts_and_carries_the_summary() {
+    let manifest = [0xab; 32];
     let governor = Governor::new(
-        verbatim_bound(12, "strict"),
+        verbatim_bound_for(12, "strict", Some(manifest)),
         books_detectors(),
-        Some("sha256:abc".into()),
+        Some(manifest),
     )
     .unwrap();
     let mut model = ScriptModel::new(&[]).script_words(BOOKS, false);
@@ -586,10 +606,7 @@ fn the_call_record_hashes_the_texts_and_carries_the_summary() {
     );
     assert_ne!(record.prompt_sha256, record.output_sha256);
     assert!(record.prompt.is_none() && record.output.is_none());
-    assert_eq!(
-        record.summary.manifest_digest.as_deref(),
-        Some("sha256:abc")
-    );
+    assert_eq!(record.summary.manifest_digest, Some(hex::encode(manifest)));
     assert_eq!(
         record.summary.bundle_version.as_deref(),
         Some(governor.bundle().version_id())
@@ -642,4 +659,33 @@ fn measure_governance_time_per_token() {
         timing.flagger_ns,
         timing.evaluate_ns
     );
+}
+
+#[test]
+fn a_bundle_is_refused_for_a_model_it_was_not_admitted_for() {
+    let ours = [0xab; 32];
+    let other = [0xcd; 32];
+    let refused = |bundle, manifest| {
+        Governor::new(bundle, books_detectors(), manifest)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    };
+    // Admitted against another run's manifest.
+    let err = refused(verbatim_bound_for(12, "strict", Some(other)), Some(ours));
+    assert!(err.starts_with("manifest: "), "{err}");
+    // Admitted without a manifest: its predicates were not checked against this model's training.
+    let err = refused(verbatim_bound_for(12, "strict", None), Some(ours));
+    assert!(err.starts_with("manifest: "), "{err}");
+    // Bound to a manifest, run on a model without one (a GGUF file).
+    let err = refused(verbatim_bound_for(12, "strict", Some(ours)), None);
+    assert!(err.contains("this model has no manifest"), "{err}");
+    // The matching pairs load.
+    assert!(Governor::new(
+        verbatim_bound_for(12, "strict", Some(ours)),
+        books_detectors(),
+        Some(ours)
+    )
+    .is_ok());
+    assert!(Governor::new(verbatim_bound(12, "strict"), books_detectors(), None).is_ok());
 }

@@ -84,7 +84,7 @@ pub mod types;
 pub use bundle::{Bundle, Category, Predicate, Weight};
 pub use eval::{evaluate, AdmittedBundle, Transition, Verdict};
 pub use gate::{prove, Bound, Check, Proof, Rejection};
-pub use signing::{admit, check_succession, VerifiedBundle};
+pub use signing::{admit, admit_for_manifest, check_succession, VerifiedBundle};
 
 /// Errors from parsing, admitting, signing and loading bundles.
 #[derive(Debug, thiserror::Error)]

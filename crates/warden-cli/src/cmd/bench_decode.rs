@@ -562,8 +562,8 @@ fn run_setup(args: &DecodeArgs, run_dir: &Path) -> anyhow::Result<Setup> {
     governed_run_setup(run_dir, bundle, &trust, corpus, args.prompts)
 }
 
-/// Loads `run_dir` (every check of `GovernedRun::load`), checks `bundle` was admitted for its
-/// manifest and builds the governor from the run's verified detectors.
+/// Loads `run_dir` (every check of `GovernedRun::load`) and builds the governor from the run's
+/// verified detectors (`Governor::new` refuses a bundle not admitted for its manifest).
 fn governed_run_setup(
     run_dir: &Path,
     bundle: AdmittedBundle,
@@ -572,10 +572,6 @@ fn governed_run_setup(
     n_prompts: usize,
 ) -> anyhow::Result<Setup> {
     let run = GovernedRun::load(run_dir, trust, LoadOptions::default())?;
-    bundle
-        .verified()
-        .require_manifest(&run.manifest_digest)
-        .with_context(|| format!("the bundle for {}", run_dir.display()))?;
     let detectors = Detectors {
         verbatim: run.fingerprints,
         deny: run.denied,
@@ -591,7 +587,8 @@ fn governed_run_setup(
         c.context
     );
     let model = GptDecoder::new(&run.gpt);
-    let governor = Governor::new(bundle, detectors, Some(hex::encode(run.manifest_digest)))?;
+    let governor = Governor::new(bundle, detectors, Some(run.manifest_digest))
+        .with_context(|| format!("the bundle for {}", run_dir.display()))?;
     Ok(Setup {
         model: Box::new(model),
         governor,

@@ -203,21 +203,15 @@ fn governor(
     max_tries: usize,
 ) -> anyhow::Result<Governor> {
     let bundle = load_admitted(bundle_dir, trust, log.map(|l| l as _))?;
-    match (manifest_digest, bundle.manifest_digest()) {
-        (Some(manifest), _) => bundle
-            .verified()
-            .require_manifest(&manifest)
-            .with_context(|| format!("{}: refused for this model", bundle_dir.display()))?,
-        (None, Some(other)) => anyhow::bail!(
-            "{}: bundle {} was admitted against the Warden manifest sha256:{}; a GGUF model has no manifest: admit a bundle without --manifest for it",
-            bundle_dir.display(),
-            bundle.version_id(),
-            hex::encode(other)
-        ),
-        (None, None) => {}
-    }
-    let governor = Governor::new(bundle, detectors, manifest_digest.map(hex::encode))
-        .with_context(|| format!("{}: refused at load", bundle_dir.display()))?;
+    // Governor::new refuses a bundle admitted for another manifest (or bound to one when the
+    // model has none) and any attribute the runtime cannot provide.
+    let governor = Governor::new(bundle, detectors, manifest_digest).map_err(|e| {
+        let what = match e {
+            warden_decode::DecodeError::Manifest(_) => "refused for this model",
+            _ => "refused at load",
+        };
+        anyhow::Error::new(e).context(format!("{}: {what}", bundle_dir.display()))
+    })?;
     Ok(governor.with_max_tries(max_tries))
 }
 
@@ -493,6 +487,11 @@ fn run_with(
                 generation.summary.bundle_version.as_deref(),
             )
             .with_context(|| format!("{}: recording the call", dir.display()))?;
+            // Sealed (fsync, signed checkpoint) before the output is shown: a kill after the
+            // print must not leave the call's record unauthenticated.
+            lineage
+                .checkpoint()
+                .with_context(|| format!("{}: sealing the call's record", dir.display()))?;
             Some(index)
         }
         None => None,

@@ -557,17 +557,6 @@ fn measure(args: &RegurgitationArgs, layout: &Layout) -> anyhow::Result<()> {
     let derived = warden_policy::derive::derive(&run.manifest)?;
     let bundle = super::policy::load_admitted(&layout.bundle(), &trust, None)?;
     let statement = bundle.verified().statement();
-    if statement.manifest.as_deref() != Some(manifest_hex.as_str()) {
-        anyhow::bail!(
-            "{}: bundle {} was admitted against manifest {}, not this run's sha256:{manifest_hex}",
-            layout.bundle().display(),
-            statement.version_id,
-            statement
-                .manifest
-                .as_deref()
-                .map_or("(none)".to_string(), |m| format!("sha256:{m}"))
-        );
-    }
     let bundle_line = format!(
         "{} (admitted against manifest sha256:{}…)",
         statement.version_id,
@@ -581,8 +570,9 @@ fn measure(args: &RegurgitationArgs, layout: &Layout) -> anyhow::Result<()> {
             deny: run.denied,
             flaggers: Some(run.flaggers),
         },
-        Some(manifest_hex),
-    )?;
+        Some(run.manifest_digest),
+    )
+    .with_context(|| format!("{}: refused for this run", layout.bundle().display()))?;
     let request = Request {
         max_tokens: args.max_tokens,
         sampler: Sampler::Greedy,
