@@ -117,38 +117,24 @@ fn license_allowed(allowed: &[String], expression: &str) -> bool {
         })
 }
 
-/// Picks the run's `train.start`: the latest one naming `run_dir`, else the only one.
+/// Picks the run's `train.start`: the latest one naming `run_dir`, else the only one (the rule
+/// replay uses too: [`warden_train::replay::run_start`]).
 pub(crate) fn find_start(
     records: &[SignedRecord],
     run_dir: &Path,
     lineage_dir: &Path,
 ) -> Result<usize, AuditError> {
-    let starts: Vec<usize> = records
-        .iter()
-        .enumerate()
-        .filter(|(_, r)| r.record.kind == "train.start")
-        .map(|(i, _)| i)
-        .collect();
-    let canonical = run_dir.canonicalize().ok();
-    let named = starts.iter().rev().copied().find(|&i| {
-        records[i].record.payload["run_dir"]
-            .as_str()
-            .map(PathBuf::from)
-            .is_some_and(|p| Some(p) == canonical)
-    });
-    match (named, starts.as_slice()) {
-        (Some(i), _) => Ok(i),
-        (None, [only]) => Ok(*only),
-        (None, []) => Err(AuditError::NoStart {
+    warden_train::replay::run_start(records, run_dir).map_err(|n| match n {
+        0 => AuditError::NoStart {
             lineage: lineage_dir.to_path_buf(),
             run_dir: run_dir.to_path_buf(),
-        }),
-        (None, many) => Err(AuditError::AmbiguousStart {
+        },
+        n => AuditError::AmbiguousStart {
             lineage: lineage_dir.to_path_buf(),
             run_dir: run_dir.to_path_buf(),
-            n: many.len(),
-        }),
-    }
+            n,
+        },
+    })
 }
 
 pub(crate) fn walk(

@@ -365,6 +365,13 @@ fn replay_passes_on_an_honest_run_and_fails_on_a_retained_checkpoint_altered_by_
         "{said}"
     );
 
+    // A run directory moved since training replays too: its start record is the lineage's only
+    // one (the rule the audit uses), not only the one naming the original path.
+    std::fs::rename(f.path("run"), f.path("moved")).unwrap();
+    let out = f.replay("moved", 4);
+    assert!(out.status.success(), "{}", text(&out));
+    std::fs::rename(f.path("moved"), f.path("run")).unwrap();
+
     // `warden audit --replay K` runs the same spot check as its `replay` check.
     let audit = |f: &Fixture| f.warden(&["audit", "run", "--replay", "4", "--trust", "trust.toml"]);
     let out = audit(&f);

@@ -80,25 +80,43 @@ fn sha256_file(path: &Path) -> std::io::Result<String> {
     Ok(hex::encode(hasher.finalize()))
 }
 
-/// The records of the run whose latest `train.start` names `run_dir` (canonicalized), from
-/// that record on (the convention `train resume` uses).
+/// Index of the run's `train.start`: the latest one naming `run_dir` (canonicalized), else the
+/// only one in the lineage (the run directory was copied or moved since). `Err(n)`: none names
+/// it and the lineage holds `n` starts (0, or several to choose from). The one rule `warden
+/// audit` and replay both use.
+pub fn run_start(records: &[SignedRecord], run_dir: &Path) -> Result<usize, usize> {
+    let canonical = run_dir.canonicalize().ok();
+    let starts: Vec<usize> = records
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.record.kind == "train.start")
+        .map(|(i, _)| i)
+        .collect();
+    let named = starts.iter().rev().copied().find(|&i| {
+        records[i].record.payload["run_dir"]
+            .as_str()
+            .map(std::path::PathBuf::from)
+            .is_some_and(|p| Some(p) == canonical)
+    });
+    match (named, starts.as_slice()) {
+        (Some(i), _) => Ok(i),
+        (None, [only]) => Ok(*only),
+        (None, many) => Err(many.len()),
+    }
+}
+
+/// The records of the run ([`run_start`]), from its `train.start` on (the convention `train
+/// resume` uses).
 pub fn run_records<'a>(
     records: &'a [SignedRecord],
     run_dir: &Path,
 ) -> Result<&'a [SignedRecord], TrainError> {
-    let canonical = run_dir
-        .canonicalize()
-        .map_err(|e| TrainError::io(run_dir, e))?;
-    let wanted = json!(canonical);
-    let at = records
-        .iter()
-        .rposition(|r| r.record.kind == "train.start" && r.record.payload["run_dir"] == wanted)
-        .ok_or_else(|| {
-            TrainError::Config(format!(
-                "the lineage holds no train.start record for run directory {}",
-                canonical.display()
-            ))
-        })?;
+    let at = run_start(records, run_dir).map_err(|n| {
+        TrainError::Config(format!(
+            "the lineage holds {n} train.start records and none names run directory {}",
+            run_dir.display()
+        ))
+    })?;
     Ok(&records[at..])
 }
 
