@@ -210,6 +210,9 @@ pub(crate) fn walk(
         &mut walker.findings,
     );
     walker.count(Check::Outcome, examined);
+    let examined =
+        crate::files::retained_checkpoints(run_dir, &records[start_idx..end], &mut walker.findings);
+    walker.count(Check::Outcome, examined);
     walker.findings.sort_by_key(|f| (f.check, f.seq));
     Ok(Walked {
         start_seq: seq,

@@ -214,6 +214,86 @@ pub(crate) fn outcome(
     examined
 }
 
+/// Every retained checkpoint a record names (`train.start.initial_checkpoint`, an iteration's
+/// `checkpoint`) is in `RUN_DIR/checkpoints/retained/<sha256>.safetensors`, its bytes hash to
+/// the recorded SHA-256 and its parameters digest to the record's parameter digest: replay
+/// starts from these files, so a run whose retained checkpoints are gone or altered cannot be
+/// spot-checked, and the audit says so without `--replay`. Returns the files examined.
+pub(crate) fn retained_checkpoints(
+    run_dir: &Path,
+    run_records: &[SignedRecord],
+    findings: &mut Vec<Finding>,
+) -> u64 {
+    let mut examined = 0;
+    for record in run_records {
+        let p = &record.record.payload;
+        let seq = record.record.seq;
+        let (field, named, digest_field) = match record.record.kind.as_str() {
+            "train.start" => (
+                "initial_checkpoint",
+                &p["initial_checkpoint"],
+                "initial_param_digest",
+            ),
+            "train.iteration" => ("checkpoint", &p["checkpoint"], "param_digest"),
+            _ => continue,
+        };
+        if named.is_null() {
+            continue;
+        }
+        examined += 1;
+        let iteration = p["iteration"].as_u64();
+        let mut fail = |message: String| {
+            findings.push(Finding {
+                check: Check::Outcome,
+                seq: Some(seq),
+                iteration,
+                field: field.to_string(),
+                message,
+            })
+        };
+        let Some(sha) = named["sha256"]
+            .as_str()
+            .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+        else {
+            fail(format!("names no retained checkpoint sha256: {named}"));
+            continue;
+        };
+        // The file is found by its content address, never by a path the record supplies.
+        let path = run_dir
+            .join(warden_train::trainer::RETAINED_DIR)
+            .join(format!("{sha}.safetensors"));
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                fail(format!(
+                    "the retained checkpoint {} cannot be read ({e}): the run cannot be replayed from it",
+                    path.display()
+                ));
+                continue;
+            }
+        };
+        let actual = hex::encode(Sha256::digest(&bytes));
+        if actual != sha {
+            fail(format!(
+                "the retained checkpoint {} hashes to {actual}, not the recorded {sha}: it was altered",
+                path.display()
+            ));
+            continue;
+        }
+        if let Some(expected) = p[digest_field].as_str() {
+            match file_param_digest(&path, Some("param.")) {
+                Ok(digest) if digest == expected => {}
+                Ok(digest) => fail(format!(
+                    "the retained checkpoint {} holds parameters digesting to {digest}, the record's {digest_field} is {expected}",
+                    path.display()
+                )),
+                Err(e) => fail(e),
+            }
+        }
+    }
+    examined
+}
+
 /// Every retained checkpoint `checkpoints/iter-N.safetensors` holds the parameters whose
 /// digest the lineage records for iteration N.
 fn checkpoints(

@@ -406,8 +406,8 @@ fn replay_passes_on_an_honest_run_and_fails_on_a_retained_checkpoint_altered_by_
         said.contains("4 chosen iterations do not reproduce"),
         "{said}"
     );
-    // The audit fails its replay check, naming the iteration; checks 1-7 still pass (the
-    // lineage and the final model are untouched).
+    // The audit fails its replay check, naming the iteration, and its outcome check (every
+    // retained file is checked against its content address, with or without --replay).
     let out = audit(&f);
     let said = text(&out);
     assert!(!out.status.success(), "{said}");
@@ -416,7 +416,21 @@ fn replay_passes_on_an_honest_run_and_fails_on_a_retained_checkpoint_altered_by_
         said.contains("the retained checkpoint was altered"),
         "{said}"
     );
-    assert!(said.contains("checks: replay"), "{said}");
+    assert!(said.contains("checks: outcome, replay"), "{said}");
+    // Without --replay, a plain audit already refuses the altered retained checkpoints.
+    let out = f.warden(&["audit", "run", "--trust", "trust.toml"]);
+    let said = text(&out);
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains("outcome    FAILED"), "{said}");
+    assert!(said.contains("it was altered"), "{said}");
+    // A deleted retained checkpoint is named too: the run could no longer be replayed.
+    for entry in std::fs::read_dir(&retained).unwrap() {
+        std::fs::remove_file(entry.unwrap().path()).unwrap();
+    }
+    let out = f.warden(&["audit", "run", "--trust", "trust.toml"]);
+    let said = text(&out);
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains("cannot be replayed from it"), "{said}");
 }
 
 #[test]
