@@ -348,14 +348,26 @@ pub fn audit(inputs: &AuditInputs, trust: &TrustStore) -> Result<Report, AuditEr
         reason: e.to_string(),
     })?;
     let lineage_examined = records.len() as u64;
-    if let Err(e) = &verify {
-        findings.push(Finding {
+    match &verify {
+        Err(e) => findings.push(Finding {
             check: Check::Lineage,
             seq: verify_error_seq(e),
             iteration: None,
             field: "lineage".into(),
             message: e.to_string(),
-        });
+        }),
+        // Verified and read in two passes: a record appended in between was never verified.
+        Ok(verified) if verified.records != lineage_examined => findings.push(Finding {
+            check: Check::Lineage,
+            seq: Some(verified.records),
+            iteration: None,
+            field: "lineage".into(),
+            message: format!(
+                "the lineage changed while it was audited: {} records verified, {lineage_examined} read",
+                verified.records
+            ),
+        }),
+        Ok(_) => {}
     }
     let walked = checks::walk(&inputs.run_dir, &lineage_dir, &records, trust)?;
     findings.extend(walked.findings);
